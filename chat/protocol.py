@@ -1,0 +1,220 @@
+"""The chat wire protocol, sans-IO: line framing, name rules, commands, and server line formats.
+
+No sockets, threads or clocks here. The server, the terminal client, the Locust user and the
+benchmark swarm all reuse this module, so the wire format is written once. docs/PROTOCOL.md is the
+prose version of the same rules.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+ENCODING: Final = "utf-8"
+DELIMITER: Final = b"\n"
+MAX_LINE_BYTES: Final = 4096
+MAX_NAME_CHARS: Final = 32
+
+NOTICE_PREFIX: Final = "* "
+ERROR_PREFIX: Final = "! "
+PRIVATE_MARK: Final = " (private)"
+LEAVE_WORDS: Final = frozenset({"leave", "/quit"})
+
+
+class LineTooLong:
+    """Marker the decoder yields in place of a line that exceeded its limit (it was discarded)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "LINE_TOO_LONG"
+
+
+LINE_TOO_LONG: Final = LineTooLong()
+
+
+class LineDecoder:
+    """Turns arbitrary byte chunks into whole lines, never buffering more than `max_line_bytes`.
+
+    `feed(chunk)` returns the lines completed by that chunk as bytes, without the `\\n` or `\\r\\n`.
+    A line longer than the limit is discarded as it streams in: the decoder yields LINE_TOO_LONG
+    once, as soon as the limit is crossed, and drops bytes until the next newline.
+    """
+
+    __slots__ = ("max_line_bytes", "_partial", "_discarding")
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        if max_line_bytes < 1:
+            raise ValueError("max_line_bytes must be at least 1")
+        self.max_line_bytes = max_line_bytes
+        self._partial = b""
+        self._discarding = False
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of an incomplete line held back, waiting for its newline."""
+        return len(self._partial)
+
+    def feed(self, chunk: bytes) -> list[bytes | LineTooLong]:
+        if self._discarding:
+            end = chunk.find(DELIMITER)
+            if end < 0:
+                return []
+            chunk = chunk[end + 1 :]
+            self._discarding = False
+        data = self._partial + chunk if self._partial else chunk
+        lines: list[bytes | LineTooLong] = data.split(DELIMITER)  # type: ignore[assignment]
+        partial: bytes = lines.pop()  # type: ignore[assignment]
+        if b"\r" in data:
+            lines = [_strip_cr(line) for line in lines]  # type: ignore[arg-type]
+        limit = self.max_line_bytes
+        if lines and max(map(len, lines)) > limit:  # type: ignore[arg-type]
+            lines = [self.line_length_exceeded() if len(x) > limit else x for x in lines]  # type: ignore[arg-type]
+        # A trailing b"\r" may belong to a "\r\n" still in flight, so it does not count yet.
+        if len(partial) > limit + (partial[-1:] == b"\r"):
+            partial = b""
+            self._discarding = True
+            lines.append(self.line_length_exceeded())
+        self._partial = partial
+        return lines
+
+    def line_length_exceeded(self) -> LineTooLong:
+        """What happens at the limit: the line is dropped and its place is marked."""
+        return LINE_TOO_LONG
+
+
+def _strip_cr(line: bytes) -> bytes:
+    return line[:-1] if line.endswith(b"\r") else line
+
+
+def encode_line(text: str) -> bytes:
+    """One protocol line: UTF-8 text plus the newline."""
+    return text.encode(ENCODING) + DELIMITER
+
+
+# --- names -------------------------------------------------------------------------------------
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` is not a valid chat name, as a short code, or None when it is valid.
+
+    Codes: "empty", "too-long", "bad-char". Valid: 1 to 32 characters, each a letter or digit
+    (any script) or one of `_ - .`.
+    """
+    if not name:
+        return "empty"
+    if len(name) > MAX_NAME_CHARS:
+        return "too-long"
+    for ch in name:
+        if not (ch.isalnum() or ch in "_-."):
+            return "bad-char"
+    return None
+
+
+def name_key(name: str) -> str:
+    """The form names are compared in: uniqueness ignores case."""
+    return name.casefold()
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A chat message to everyone else."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A `/command` line: `name` is lower-case without the slash, `arg` the rest, stripped."""
+
+    name: str
+    arg: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """`leave` or `/quit`: the client ends its session."""
+
+
+COMMANDS: Final = ("who", "msg", "nick", "help", "stats", "quit")
+
+
+def parse_client_line(text: str) -> Message | Command | Leave | None:
+    """Classify one decoded line from a client. None means an empty line (ignored)."""
+    if not text.strip():
+        return None
+    if text.strip() in LEAVE_WORDS:
+        return Leave()
+    if text.startswith("//"):
+        return Message(text[1:])
+    if text.startswith("/"):
+        word, _, rest = text[1:].partition(" ")
+        if word.lower() == "quit":
+            return Leave()
+        return Command(word.lower(), rest.strip())
+    return Message(text)
+
+
+# --- lines the server sends --------------------------------------------------------------------
+
+
+def chat_line(name: str, text: str) -> str:
+    """A message from `name` as everyone else sees it (the original's format)."""
+    return f"{name}: {text}"
+
+
+def private_line(name: str, text: str) -> str:
+    return f"{name}{PRIVATE_MARK}: {text}"
+
+
+def notice_line(text: str) -> str:
+    return NOTICE_PREFIX + text
+
+
+def error_line(text: str) -> str:
+    return ERROR_PREFIX + text
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLine:
+    """One line from the server, classified. kind: "chat", "private", "notice" or "error"."""
+
+    kind: str
+    text: str
+    name: str | None = None
+
+
+_CHAT_RE: Final = re.compile(r"([^\s:]+)( \(private\))?: (.*)", re.DOTALL)
+
+
+def parse_server_line(line: str) -> ServerLine:
+    """Classify a line the server sent. Chat lines start with a valid name and `: `."""
+    if line.startswith(NOTICE_PREFIX):
+        return ServerLine("notice", line[len(NOTICE_PREFIX) :])
+    if line.startswith(ERROR_PREFIX):
+        return ServerLine("error", line[len(ERROR_PREFIX) :])
+    match = _CHAT_RE.fullmatch(line)
+    if match and name_problem(match.group(1)) is None:
+        kind = "private" if match.group(2) else "chat"
+        return ServerLine(kind, match.group(3), match.group(1))
+    # Not produced by this server; shown as a notice rather than passed off as someone's words.
+    return ServerLine("notice", line)
+
+
+def format_stats(stats: dict[str, int | float]) -> str:
+    """`/stats` reply body: `stats: key=value ...`, one token per counter, for people and parsers."""
+    return "stats: " + " ".join(f"{k}={v}" for k, v in stats.items())
+
+
+def parse_stats(text: str) -> dict[str, float]:
+    """Inverse of format_stats, given a notice's text."""
+    _, _, body = text.partition("stats: ")
+    out: dict[str, float] = {}
+    for token in body.split():
+        key, _, value = token.partition("=")
+        out[key] = float(value)
+    return out

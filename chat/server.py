@@ -1,0 +1,646 @@
+"""The chat server: a listener, one reader thread per client, a thread-safe registry, shutdown, CLI.
+
+Wire format: chat/protocol.py (docs/PROTOCOL.md). How bytes reach clients: chat/delivery.py.
+Run it with `python -m chat.server --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import selectors
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chat import protocol
+from chat.delivery import Delivery, Outbox, make_delivery
+from chat.protocol import LINE_TOO_LONG, Command, Leave, Message, encode_line
+from chat.texts import Texts, default_lang
+
+log = logging.getLogger("chat.server")
+ready_log = logging.getLogger(
+    "chat.server.ready"
+)  # the `listening on` line, shown even with --quiet
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5555
+MAX_PENDING_BYTES = 16 * 1024 * 1024
+HANDSHAKE_TIMEOUT_S = 30.0
+MAX_CLIENTS = 10_000
+NOTICE_LIMIT = 1_000
+RECV_BYTES = 65_536
+LISTEN_BACKLOG = 4096
+THREAD_STACK_BYTES = 256 * 1024
+SHUTDOWN_FLUSH_S = 0.5
+SHUTDOWN_JOIN_S = 1.0
+WELCOME_NAMES = 20
+WHO_LINE_CHARS = 1000
+
+
+@dataclass
+class Config:
+    """Everything a server can be told; the CLI options map one to one."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    max_line: int = protocol.MAX_LINE_BYTES
+    max_pending: int = MAX_PENDING_BYTES
+    handshake_timeout: float = HANDSHAKE_TIMEOUT_S
+    max_clients: int = MAX_CLIENTS
+    notice_limit: int = NOTICE_LIMIT
+    delivery: str = "queued"
+    writers: int = 1
+    lang: str = "en"
+
+
+class Client:
+    """One connection: its socket, name, outbox and counters (each written by one thread)."""
+
+    __slots__ = (
+        "sock",
+        "peer",
+        "name",
+        "box",
+        "decoder",
+        "reason",
+        "messages_in",
+        "bytes_in",
+        "deliveries_out",
+    )
+
+    def __init__(self, sock: socket.socket, peer: str, max_line: int) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.name: str | None = None
+        self.box: Outbox = None  # type: ignore[assignment]  # set right after by the server
+        self.decoder = protocol.LineDecoder(max_line)
+        self.reason: str | None = None  # why the server disconnected it, if it did
+        self.messages_in = 0
+        self.bytes_in = 0
+        self.deliveries_out = 0
+
+
+class Registry:
+    """Named clients. Lookups and changes are locked; `members` is an immutable snapshot."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_key: dict[str, Client] = {}
+        self.members: tuple[Client, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def add(self, client: Client, name: str) -> bool:
+        key = protocol.name_key(name)
+        with self._lock:
+            if key in self._by_key:
+                return False
+            client.name = name
+            self._by_key[key] = client
+            self.members = (*self.members, client)
+        return True
+
+    def remove(self, client: Client) -> bool:
+        with self._lock:
+            if (
+                client.name is None
+                or self._by_key.get(protocol.name_key(client.name)) is not client
+            ):
+                return False
+            del self._by_key[protocol.name_key(client.name)]
+            self.members = tuple(self._by_key.values())
+        return True
+
+    def rename(self, client: Client, new: str) -> bool:
+        old_key, new_key = protocol.name_key(client.name or ""), protocol.name_key(new)
+        with self._lock:
+            owner = self._by_key.get(new_key)
+            if owner is not None and owner is not client:
+                return False
+            del self._by_key[old_key]
+            self._by_key[new_key] = client
+            client.name = new
+        return True
+
+    def get(self, name: str) -> Client | None:
+        with self._lock:
+            return self._by_key.get(protocol.name_key(name))
+
+
+class ChatServer:
+    """A thread-per-client chat server. `bind()`, then `serve_forever()`; `stop()` from anywhere."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.texts = Texts(config.lang)
+        self.registry = Registry()
+        self.delivery: Delivery = make_delivery(config.delivery, config.max_pending, config.writers)
+        self._connections: set[Client] = set()
+        self._threads: set[threading.Thread] = set()
+        self._lock = threading.Lock()  # guards _connections, _threads and the retired totals
+        self._retired = {"messages_in": 0, "bytes_in": 0, "deliveries_out": 0}
+        self._slow_consumers = 0
+        self._started = time.monotonic()
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._listener: socket.socket | None = None
+
+    # --- life cycle --------------------------------------------------------------------------
+
+    def bind(self) -> tuple[str, int]:
+        """Open the listening socket; returns the address actually bound (port 0 picks one)."""
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        self._listener = socket.create_server(
+            (self.config.host, self.config.port), family=family, backlog=LISTEN_BACKLOG
+        )
+        self._listener.setblocking(False)
+        host, port = self._listener.getsockname()[:2]
+        return host, port
+
+    def serve_forever(self) -> None:
+        """Accept connections until stop(); each gets its own reader thread."""
+        assert self._listener is not None, "bind() first"
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._listener, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self._listener:
+                        self._accept_ready()
+        self._listener.close()
+
+    def stop(self) -> None:
+        """Ask serve_forever() to return. Safe from signal handlers and other threads."""
+        self._stopping.set()
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    def shutdown(self) -> None:
+        """After serve_forever(): tell everyone, close every connection, wait briefly for threads."""
+        self.stop()
+        with self._lock:
+            boxes = [client.box for client in self._connections]
+            threads = list(self._threads)
+        line = encode_line(protocol.notice_line(self.texts("shutdown")))
+        self.delivery.farewell(boxes, line, SHUTDOWN_FLUSH_S)
+        deadline = time.monotonic() + SHUTDOWN_JOIN_S
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.delivery.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def stats(self) -> dict[str, int | float]:
+        """The counters `/stats` reports."""
+        with self._lock:
+            totals = dict(self._retired)
+            live = list(self._connections)
+        for client in live:
+            totals["messages_in"] += client.messages_in
+            totals["bytes_in"] += client.bytes_in
+            totals["deliveries_out"] += client.deliveries_out
+        return {
+            "clients": len(self.registry),
+            "connections": len(live),
+            **totals,
+            "bytes_out": self.delivery.bytes_out(),
+            "slow_consumers": self._slow_consumers,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+        }
+
+    # --- accepting -----------------------------------------------------------------------------
+
+    def _accept_ready(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                sock, addr = self._listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:  # e.g. out of file descriptors: say so, do not spin
+                log.warning("accept failed: %s", exc)
+                time.sleep(0.05)
+                return
+            self._admit(sock, f"{addr[0]}:{addr[1]}")
+
+    def _admit(self, sock: socket.socket, peer: str) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            full = len(self._connections) >= self.config.max_clients
+        if full:
+            log.warning("refused %s: server full", peer)
+            self._refuse(sock, self.texts("full", limit=self.config.max_clients))
+            return
+        client = Client(sock, peer, self.config.max_line)
+        client.box = self.delivery.outbox(sock, lambda: self._slow_consumer(client))
+        thread = threading.Thread(
+            target=self._serve_client, args=(client,), name=f"client-{peer}", daemon=True
+        )
+        with self._lock:
+            self._connections.add(client)
+            self._threads.add(thread)
+        try:
+            thread.start()
+        except RuntimeError:  # no more threads: the OS, not max-clients, is the limit
+            log.warning("refused %s: cannot start a thread", peer)
+            with self._lock:
+                self._connections.discard(client)
+                self._threads.discard(thread)
+            self._refuse(sock, self.texts("full", limit=len(self._connections)))
+
+    @staticmethod
+    def _refuse(sock: socket.socket, reason: str) -> None:
+        try:
+            sock.send(encode_line(protocol.error_line(reason)), socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+        sock.close()
+
+    # --- one client's thread -------------------------------------------------------------------
+
+    def _serve_client(self, client: Client) -> None:
+        try:
+            self._notice(client, "hello")
+            if self._handshake(client):
+                self._chat(client)
+        except OSError:  # reset, broken pipe, shut down: the client is gone, nothing to report
+            pass
+        except Exception:  # a bug in the server: log it, keep serving everyone else
+            log.exception("error serving %s", client.peer)
+        finally:
+            self._finish(client)
+
+    def _handshake(self, client: Client) -> bool:
+        """Read lines until a name is accepted (True) or the client leaves or times out (False)."""
+        deadline = time.monotonic() + self.config.handshake_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._error(client, "handshake_timeout", seconds=self.config.handshake_timeout)
+                client.reason = "handshake timeout"
+                return False
+            _set_recv_timeout(client.sock, remaining)
+            try:
+                data = client.sock.recv(RECV_BYTES)
+            except (BlockingIOError, TimeoutError):
+                continue
+            if not data:
+                return False
+            client.bytes_in += len(data)
+            lines = client.decoder.feed(data)
+            for index, line in enumerate(lines):
+                verdict = self._try_name(client, line)
+                if verdict is None:
+                    continue
+                if verdict:
+                    _set_recv_timeout(client.sock, 0)
+                    return self._handle_lines(client, lines[index + 1 :])
+                return False
+
+    def _try_name(self, client: Client, line: bytes | protocol.LineTooLong) -> bool | None:
+        """True: name accepted; False: the client asked to leave; None: refused, keep waiting."""
+        text = self._decode(client, line)
+        if text is None:
+            return None
+        name = text.strip()
+        if not name:
+            return None
+        if name in protocol.LEAVE_WORDS:
+            return False
+        if not self._name_allowed(client, name):
+            return None
+        if not self.registry.add(client, name):
+            self._error(client, "name_taken", name=name)
+            return None
+        self._joined(client)
+        return True
+
+    def _name_allowed(self, client: Client, name: str) -> bool:
+        problem = protocol.name_problem(name)
+        if problem is not None:
+            key = {"empty": "name_empty", "too-long": "name_too_long", "bad-char": "name_bad_char"}[
+                problem
+            ]
+            self._error(client, key, name=name, limit=protocol.MAX_NAME_CHARS)
+            return False
+        return True
+
+    def _joined(self, client: Client) -> None:
+        members = self.registry.members
+        names = [m.name for m in members[:WELCOME_NAMES]]
+        if len(members) > WELCOME_NAMES:
+            names.append(self.texts("more", n=len(members) - WELCOME_NAMES))
+        self._notice(
+            client, "welcome", name=client.name, count=len(members), names=", ".join(names)
+        )
+        log.info("%s", self.texts("joined", name=client.name))
+        self._announce(client, "joined", name=client.name)
+
+    def _chat(self, client: Client) -> None:
+        sock, decoder = client.sock, client.decoder
+        while True:
+            data = sock.recv(RECV_BYTES)
+            if not data:
+                return
+            client.bytes_in += len(data)
+            if not self._handle_lines(client, decoder.feed(data)):
+                return
+
+    def _handle_lines(self, client: Client, lines: Sequence[bytes | protocol.LineTooLong]) -> bool:
+        """Act on a read's worth of lines; consecutive messages go out as one batch. False: leave."""
+        batch: list[str] = []
+        for line in lines:
+            text = self._decode(client, line)
+            if text is None:
+                continue
+            parsed = protocol.parse_client_line(text)
+            if isinstance(parsed, Message):
+                batch.append(parsed.text)
+                continue
+            if parsed is None:
+                continue
+            self._broadcast_messages(client, batch)
+            batch = []
+            if isinstance(parsed, Leave):
+                self._notice(client, "bye", name=client.name)
+                return False
+            self._command(client, parsed)
+        self._broadcast_messages(client, batch)
+        return True
+
+    def _decode(self, client: Client, line: bytes | protocol.LineTooLong) -> str | None:
+        if line is LINE_TOO_LONG:
+            self._error(client, "line_too_long", limit=self.config.max_line)
+            return None
+        try:
+            return line.decode(protocol.ENCODING)  # type: ignore[union-attr]
+        except UnicodeDecodeError:
+            self._error(client, "bad_utf8")
+            return None
+
+    def _broadcast_messages(self, client: Client, texts: list[str]) -> None:
+        if not texts:
+            return
+        client.messages_in += len(texts)
+        if log.isEnabledFor(logging.INFO):
+            for text in texts:
+                log.info("%s", protocol.chat_line(client.name, text))  # type: ignore[arg-type]
+        lines = [encode_line(protocol.chat_line(client.name, text)) for text in texts]  # type: ignore[arg-type]
+        recipients = self.delivery.broadcast(client.box, self._member_boxes(), lines)
+        client.deliveries_out += recipients * len(texts)
+
+    def _member_boxes(self) -> list[Outbox]:
+        return [member.box for member in self.registry.members]
+
+    def _finish(self, client: Client) -> None:
+        if self.registry.remove(client):
+            if client.reason == "slow consumer":
+                log.warning("%s disconnected: slow consumer", client.name)
+                self._announce(client, "slow_consumer_left", name=client.name)
+            else:
+                log.info("%s", self.texts("left", name=client.name))
+                self._announce(client, "left", name=client.name)
+        self.delivery.retire(client.box)
+        with self._lock:
+            self._connections.discard(client)
+            self._threads.discard(threading.current_thread())
+            self._retired["messages_in"] += client.messages_in
+            self._retired["bytes_in"] += client.bytes_in
+            self._retired["deliveries_out"] += client.deliveries_out
+
+    def _slow_consumer(self, client: Client) -> None:
+        with self._lock:
+            if client.reason is not None:
+                return
+            client.reason = "slow consumer"
+            self._slow_consumers += 1
+        line = protocol.error_line(self.texts("slow_consumer", limit=self.config.max_pending))
+        self.delivery.kill(client.box, encode_line(line))
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def _command(self, client: Client, command: Command) -> None:
+        handler = getattr(self, f"_cmd_{command.name}", None) if command.name.isalpha() else None
+        if handler is None:
+            self._error(client, "unknown_command", command=command.name)
+        else:
+            handler(client, command.arg)
+
+    def _cmd_who(self, client: Client, arg: str) -> None:
+        names = sorted((m.name for m in self.registry.members), key=str.casefold)  # type: ignore[arg-type]
+        first = self.texts("who", count=len(names), names="")
+        for chunk in _wrap(names, WHO_LINE_CHARS, first):
+            self._send(client, protocol.notice_line(chunk))
+
+    def _cmd_msg(self, client: Client, arg: str) -> None:
+        target_name, _, text = arg.partition(" ")
+        if not target_name or not text.strip():
+            self._error(client, "usage_msg")
+            return
+        target = self.registry.get(target_name)
+        if target is None:
+            self._error(client, "no_such_user", name=target_name)
+            return
+        client.messages_in += 1
+        client.deliveries_out += 1
+        log.info("%s -> %s: %s", client.name, target.name, text)
+        self._send(target, protocol.private_line(client.name, text))  # type: ignore[arg-type]
+
+    def _cmd_nick(self, client: Client, arg: str) -> None:
+        new = arg.strip()
+        if not new:
+            self._error(client, "usage_nick")
+            return
+        if not self._name_allowed(client, new):
+            return
+        old = client.name
+        if not self.registry.rename(client, new):
+            self._error(client, "name_taken", name=new)
+            return
+        log.info("%s", self.texts("renamed", old=old, new=new))
+        self._notice(client, "you_are", name=new)
+        self._announce(client, "renamed", old=old, new=new)
+
+    def _cmd_help(self, client: Client, arg: str) -> None:
+        for line in self.texts.lines("help", limit=self.config.notice_limit):
+            self._send(client, protocol.notice_line(line))
+
+    def _cmd_stats(self, client: Client, arg: str) -> None:
+        self._send(client, protocol.notice_line(protocol.format_stats(self.stats())))
+
+    # --- sending helpers -----------------------------------------------------------------------
+
+    def _send(self, client: Client, line: str) -> None:
+        self.delivery.send(client.box, encode_line(line))
+
+    def _notice(self, client: Client, key: str, **fields: object) -> None:
+        self._send(client, protocol.notice_line(self.texts(key, **fields)))
+
+    def _error(self, client: Client, key: str, **fields: object) -> None:
+        self._send(client, protocol.error_line(self.texts(key, **fields)))
+
+    def _announce(self, client: Client, key: str, **fields: object) -> None:
+        """A join/leave/rename notice to everyone else, unless the room is past the notice limit."""
+        if len(self.registry) > self.config.notice_limit:
+            return
+        line = encode_line(protocol.notice_line(self.texts(key, **fields)))
+        self.delivery.broadcast(client.box, self._member_boxes(), [line])
+
+
+def _set_recv_timeout(sock: socket.socket, seconds: float) -> None:
+    """A kernel receive timeout (SO_RCVTIMEO); 0 clears it. The socket itself stays blocking."""
+    whole = int(seconds)
+    micros = int((seconds - whole) * 1_000_000) if seconds > 0 else 0
+    if seconds > 0 and whole == 0 and micros == 0:
+        micros = 1
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", whole, micros))
+
+
+def _wrap(names: list[str], width: int, first: str) -> list[str]:
+    """Join names with ", " into lines of about `width` characters, the first starting `first`."""
+    lines, current = [], first
+    for name in names:
+        sep = "" if current in (first, "") else ", "
+        if len(current) + len(sep) + len(name) > width and current not in (first, ""):
+            lines.append(current)
+            current, sep = "", ""
+        current += sep + name
+    lines.append(current)
+    return lines
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chat-server",
+        description="A multi-user TCP chat server, one thread per client. Protocol: docs/PROTOCOL.md.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--host", default=DEFAULT_HOST, help="address to listen on (use ::1 for IPv6 loopback)")
+    add("--port", type=int, default=DEFAULT_PORT, help="TCP port; 0 picks a free one")
+    add(
+        "--max-line",
+        type=_positive_int,
+        default=protocol.MAX_LINE_BYTES,
+        help="longest line a client may send, in bytes; longer lines are discarded with an error",
+    )
+    add(
+        "--max-pending",
+        type=_positive_int,
+        default=MAX_PENDING_BYTES,
+        help="bytes queued for one client before it is disconnected as a slow consumer",
+    )
+    add(
+        "--handshake-timeout",
+        type=float,
+        default=HANDSHAKE_TIMEOUT_S,
+        help="seconds a new connection has to get a name accepted",
+    )
+    add(
+        "--max-clients",
+        type=_positive_int,
+        default=MAX_CLIENTS,
+        help="connections at once; one more gets 'server full' and is closed",
+    )
+    add(
+        "--notice-limit",
+        type=int,
+        default=NOTICE_LIMIT,
+        help="join/leave notices stop while more than this many clients are online",
+    )
+    add(
+        "--delivery",
+        choices=("queued", "inline"),
+        default="queued",
+        help="queued: bounded per-client queues written by writer threads; inline: the original design, each sender writes to every socket itself (a benchmark baseline)",
+    )
+    add("--writers", type=_positive_int, default=1, help="writer threads for queued delivery")
+    add(
+        "--lang",
+        choices=("en", "ru"),
+        default=None,
+        help="language of notices (default: from the locale, else en)",
+    )
+    add(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="logging level",
+    )
+    add(
+        "--quiet",
+        action="store_true",
+        help="log warnings only (same as --log-level WARNING), for benchmarks",
+    )
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _raise_open_files_limit() -> None:
+    """10,000 clients need 10,000 descriptors: lift the soft limit to the hard one."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit from %s: %s", soft, exc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING if args.quiet else getattr(logging, args.log_level)
+    logging.basicConfig(level=level, format="%(asctime)s %(message)s", stream=sys.stderr)
+    ready_log.setLevel(logging.INFO)
+    config = Config(
+        host=args.host,
+        port=args.port,
+        max_line=args.max_line,
+        max_pending=args.max_pending,
+        handshake_timeout=args.handshake_timeout,
+        max_clients=args.max_clients,
+        notice_limit=args.notice_limit,
+        delivery=args.delivery,
+        writers=args.writers,
+        lang=args.lang or default_lang(),
+    )
+    _raise_open_files_limit()
+    threading.stack_size(THREAD_STACK_BYTES)
+    server = ChatServer(config)
+    try:
+        host, port = server.bind()
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
+        return 1
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: server.stop())
+    ready_log.info("listening on %s:%s", host, port)
+    server.serve_forever()
+    log.info("shutting down")
+    server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,582 @@
+"""The server as a user meets it: real sockets on 127.0.0.1, server on port 0.
+
+Most tests run the server in-process (fast, and its threads can be counted); the ones about the
+command line, signals and tracebacks run `python -m chat.server` as a subprocess.
+"""
+
+from __future__ import annotations
+
+import selectors
+import signal
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from conftest import Peer, start_server
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chat.protocol import LineDecoder, parse_server_line
+from chat.server import ChatServer, Config
+
+
+@contextmanager
+def running(**options) -> Iterator[ChatServer]:
+    server = ChatServer(Config(host="127.0.0.1", port=0, **options))
+    server.address = server.bind()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        thread.join(5)
+        server.shutdown()
+
+
+@pytest.fixture(params=["queued", "inline"])
+def server(request) -> Iterator[ChatServer]:
+    with running(delivery=request.param) as srv:
+        yield srv
+
+
+@pytest.fixture
+def queued() -> Iterator[ChatServer]:
+    with running() as srv:
+        yield srv
+
+
+def room(server, *names: str) -> list[Peer]:
+    """Join `names` in order and consume the join notices, so each peer starts with no backlog."""
+    peers: list[Peer] = []
+    for name in names:
+        peer = Peer(server.address, name)
+        for other in peers:
+            other.expect_line(f"* {name} joined the chat")
+        peers.append(peer)
+    return peers
+
+
+# --- joining -----------------------------------------------------------------------------------
+
+
+def test_newcomer_is_welcomed_with_who_is_online_and_others_are_told(server):
+    alice = Peer(server.address, "alice")
+    bob = Peer(server.address)
+    assert bob.join("bob") == "* welcome, bob! 2 online: alice, bob"
+    alice.expect_line("* bob joined the chat")
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("bad name", "characters other than letters"),
+        ("x" * 33, "longer than 32"),
+        ("ALICE", "ALICE is taken"),
+        ("a\x1b[2Jb", "characters other than letters"),
+    ],
+)
+def test_refused_name_gets_the_reason_and_may_try_again(queued, name, reason):
+    alice = Peer(queued.address, "alice")
+    peer = Peer(queued.address)
+    answer = peer.join(name)
+    assert answer.startswith("! name refused") and reason in answer
+    assert peer.join("carol").startswith("* welcome, carol!")
+    alice.close()
+
+
+def test_leave_before_a_name_closes_quietly(queued):
+    peer = Peer(queued.address)
+    peer.send("leave")
+    assert peer.wait_closed() == []
+
+
+def test_name_and_first_messages_in_one_packet_all_count(server):
+    (alice,) = room(server, "alice")
+    bob = Peer(server.address)
+    bob.send_raw(b"bob\nfirst\nsecond\n")
+    alice.expect_line("* bob joined the chat")
+    alice.expect_line("bob: first")
+    alice.expect_line("bob: second")
+
+
+# --- chatting ----------------------------------------------------------------------------------
+
+
+def test_message_reaches_everyone_else_exactly_as_the_original_and_not_its_sender(server):
+    alice, bob, carol = room(server, "alice", "bob", "carol")
+    alice.send("hello, world")
+    assert bob.expect(lambda _: True) == "alice: hello, world"
+    assert carol.expect(lambda _: True) == "alice: hello, world"
+    assert alice.collect(0.2) == []
+
+
+def test_merged_messages_in_one_send_arrive_as_separate_lines(server):
+    alice, bob = room(server, "alice", "bob")
+    alice.send_raw(b"one\ntwo\r\nthree\n")
+    assert [bob.expect(lambda _: True) for _ in range(3)] == [
+        "alice: one",
+        "alice: two",
+        "alice: three",
+    ]
+
+
+def _send_in_two_reads(sock: socket.socket, data: bytes, cut: int) -> None:
+    sock.sendall(data[:cut])
+    time.sleep(0.002)  # TCP_NODELAY + a pause: the server sees two separate reads
+    sock.sendall(data[cut:])
+
+
+def test_message_split_at_every_byte_offset_arrives_whole(queued):
+    alice, bob = room(queued, "alice", "bob")
+    alice.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    payload = "привет 👋 ok".encode() + b"\n"
+    for cut in range(1, len(payload)):
+        _send_in_two_reads(alice.sock, payload, cut)
+    for cut in range(1, len(payload)):
+        assert bob.expect(lambda _: True) == "alice: привет 👋 ok", cut
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    texts=st.lists(
+        st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=30).filter(
+            lambda t: t.strip() and not t.startswith("/") and t.strip() != "leave"
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    data=st.data(),
+)
+def test_any_split_of_a_stream_of_messages_is_delivered_intact(queued, texts, data):
+    alice, bob = room(queued, f"a{time.monotonic_ns()}", f"b{time.monotonic_ns()}")
+    alice.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    stream = b"".join(t.encode() + b"\n" for t in texts)
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(stream) - 1), max_size=4))))
+    start = 0
+    for cut in [*cuts, len(stream)]:
+        alice.send_raw(stream[start:cut])
+        time.sleep(0.002)
+        start = cut
+    name = alice.sock and bob  # keep both peers alive until the end
+    got = [name.expect(lambda line: not line.startswith("*")) for _ in texts]
+    assert [line.split(": ", 1)[1] for line in got] == texts
+    alice.close()
+    bob.close()
+
+
+def test_double_slash_sends_a_literal_slash(server):
+    alice, bob = room(server, "alice", "bob")
+    alice.send("//shrug")
+    bob.expect_line("alice: /shrug")
+
+
+def test_empty_lines_are_ignored(server):
+    alice, bob = room(server, "alice", "bob")
+    alice.send_raw(b"\n\r\n   \nreal\n")
+    assert bob.expect(lambda _: True) == "alice: real"
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+def test_overlong_line_is_discarded_and_sender_stays_connected(queued):
+    alice, bob = room(queued, "alice", "bob")
+    alice.send_raw(b"x" * 100_000 + b"\nstill here\n")
+    alice.expect_line("! line too long (over 4096 bytes), discarded")
+    assert bob.expect(lambda _: True) == "alice: still here"  # bob never saw any of it
+    alice.send("and again")
+    bob.expect_line("alice: and again")
+
+
+def test_max_line_option_sets_the_limit():
+    with running(max_line=10) as srv:
+        alice, bob = room(srv, "alice", "bob")
+        alice.send("0123456789")
+        alice.send("0123456789x")
+        bob.expect_line("alice: 0123456789")
+        alice.expect_line("! line too long (over 10 bytes), discarded")
+
+
+def test_invalid_utf8_is_discarded_with_an_error_and_nothing_else_is_lost(server):
+    alice, bob = room(server, "alice", "bob")
+    alice.send_raw(b"before\n\xff\xfe bad\nafter\n")
+    alice.expect_line("! invalid UTF-8, line discarded")
+    assert [bob.expect(lambda _: True) for _ in range(2)] == ["alice: before", "alice: after"]
+
+
+def test_unknown_command_gets_an_error(server):
+    (alice,) = room(server, "alice")
+    alice.send("/frobnicate now")
+    alice.expect_line("! unknown command /frobnicate, try /help")
+
+
+def test_client_reset_mid_message_affects_nobody_else(server):
+    alice, bob, carol = room(server, "alice", "bob", "carol")
+    bob.send_raw(b"half a mess")
+    time.sleep(0.05)
+    bob.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    bob.sock.close()  # RST, not FIN
+    alice.expect_line("* bob left the chat.")
+    alice.send("still fine")
+    # Two senders (bob's thread, alice): no order between them is promised, only that both come.
+    got = {carol.expect(lambda _: True), carol.expect(lambda _: True)}
+    assert got == {"* bob left the chat.", "alice: still fine"}
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def test_who_lists_everyone_online(server):
+    alice, *_ = peers = room(server, "alice", "Bob", "carol")
+    alice.send("/who")
+    alice.expect_line("* online (3): alice, Bob, carol")
+
+
+def test_private_message_reaches_only_its_target(server):
+    alice, bob, carol = room(server, "alice", "bob", "carol")
+    alice.send("/msg BOB psst, secret")
+    bob.expect_line("alice (private): psst, secret")
+    alice.send("/msg nobody hi")
+    alice.expect_line("! no such user: nobody")
+    alice.send("/msg bob")
+    alice.expect_line("! usage: /msg NAME text")
+    assert carol.collect(0.2) == []
+
+
+def test_nick_renames_and_tells_the_others(server):
+    alice, bob = room(server, "alice", "bob")
+    bob.send("/nick robert")
+    bob.expect_line("* you are now robert")
+    alice.expect_line("* bob is now known as robert")
+    bob.send("/nick ALICE")
+    bob.expect(lambda line: line.startswith("! name refused: ALICE is taken"))
+    bob.send("hi")
+    alice.expect_line("robert: hi")
+    assert Peer(server.address).join("bob").startswith("* welcome")  # the old name is free
+
+
+def test_help_lists_the_commands_and_the_notice_limit(queued):
+    (alice,) = room(queued, "alice")
+    alice.send("/help")
+    lines = alice.collect()
+    text = "\n".join(lines)
+    for command in ("/msg", "/who", "/nick", "/stats", "/help", "/quit", "leave", "//"):
+        assert command in text
+    assert "1000" in text
+    assert all(line.startswith("* ") for line in lines)
+
+
+def test_stats_counts_messages_and_deliveries(server):
+    alice, bob, carol = room(server, "alice", "bob", "carol")
+    alice.send("one")
+    alice.send("two")
+    bob.expect_line("alice: two")
+    carol.expect_line("alice: two")
+    alice.send("/stats")
+    line = alice.expect(lambda x: x.startswith("* stats:"))
+    from chat.protocol import parse_stats
+
+    stats = parse_stats(parse_server_line(line).text)
+    assert stats["clients"] == 3
+    assert stats["messages_in"] == 2
+    assert stats["deliveries_out"] == 4
+    assert stats["slow_consumers"] == 0
+    assert stats["bytes_out"] > 0 and stats["uptime_s"] >= 0
+
+
+@pytest.mark.parametrize("word", ["leave", "/quit"])
+def test_leave_ends_the_session_and_tells_the_others(server, word):
+    alice, bob = room(server, "alice", "bob")
+    bob.send(word)
+    assert bob.wait_closed() == ["* goodbye, bob"]
+    alice.expect_line("* bob left the chat.")
+
+
+# --- bounds ------------------------------------------------------------------------------------
+
+
+def test_handshake_timeout_closes_a_connection_that_never_names_itself():
+    with running(handshake_timeout=0.5) as srv:
+        peer = Peer(srv.address)
+        started = time.monotonic()
+        lines = peer.wait_closed(timeout_s=5)
+        assert lines == ["! no name received within 0.5 s, closing"]
+        assert time.monotonic() - started < 3
+
+
+def test_one_client_over_max_clients_is_told_the_server_is_full():
+    with running(max_clients=2) as srv:
+        peers = room(srv, "a", "b")
+        sock = socket.create_connection(srv.address, timeout=5)
+        assert sock.recv(4096).startswith(b"! server full (2 clients)")
+        assert sock.recv(4096) == b""
+        assert len(peers) == 2
+
+
+def test_slow_consumer_is_cut_off_alone_while_the_others_get_everything():
+    with running(max_pending=256 * 1024) as srv:
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(srv.address)
+        stalled.sendall(b"stalled\n")  # and then it never reads again
+        alice, bob = room(srv, "alice", "bob")
+        line = "x" * 1000
+        count = 20_000  # 20 MB: far more than the stalled client's buffers and queue can hold
+        notices = []
+        for i in range(0, count, 100):  # bob keeps up: at most 100 KB is ever queued for him
+            alice.send_raw("".join(f"{i + j} {line}\n" for j in range(100)).encode())
+            for j in range(100):
+                text = bob.expect(lambda x: x.startswith("alice: ") or notices.append(x), 20)
+                assert text.startswith(f"alice: {i + j} ")
+        notices += bob.collect(0.5)
+        assert notices == ["* stalled was disconnected: too slow to read"]
+        alice.expect_line("* stalled was disconnected: too slow to read")
+        assert srv.stats()["slow_consumers"] == 1
+        stalled.close()
+
+
+def test_two_hundred_clients_join_and_leave_while_messages_flow(queued):
+    baseline = threading.active_count()
+    (watcher,) = room(queued, "watcher")
+    talker = Peer(queued.address, "talker")
+    stop = threading.Event()
+
+    def talk() -> None:
+        for i in range(10_000):  # bounded; stops early once the churn is done
+            if stop.is_set():
+                return
+            talker.send(f"m{i}")
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=talk)
+    thread.start()
+    peers = []
+    for i in range(200):
+        peer = Peer(queued.address, f"user{i}")
+        peers.append(peer)
+        if i % 3 == 0:
+            peer.send("hello from a crowd")
+    for i, peer in enumerate(peers):
+        if i % 2:
+            peer.send("leave")
+        else:
+            peer.close()
+    stop.set()
+    thread.join(10)
+    talker.send("/quit")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and threading.active_count() > baseline + 1:
+        time.sleep(0.05)
+    assert threading.active_count() == baseline + 1  # only the watcher's reader thread is left
+    assert queued.stats()["clients"] == 1
+    # The watcher got every one of the talker's messages, in order, among the notices.
+    lines = watcher.collect(0.5)
+    numbers = [int(x[len("talker: m") :]) for x in lines if x.startswith("talker: m")]
+    assert numbers == list(range(len(numbers))) and numbers
+
+
+def test_notices_stop_above_the_notice_limit():
+    with running(notice_limit=2) as srv:
+        alice, bob = room(srv, "alice", "bob")
+        carol = Peer(srv.address, "carol")  # room of 3 > limit 2: nobody is told
+        alice.send("/who")
+        alice.expect_line("* online (3): alice, bob, carol")
+        assert bob.collect(0.2) == []
+        carol.close()
+
+
+def test_russian_notices_with_lang_ru():
+    with running(lang="ru") as srv:
+        alice, bob = room_ru(srv)
+        bob.send("leave")
+        alice.expect_line("* bob покинул чат.")
+
+
+def room_ru(srv) -> list[Peer]:
+    alice = Peer(srv.address, "alice")
+    bob = Peer(srv.address, "bob")
+    alice.expect_line("* bob присоединился к чату!")
+    return [alice, bob]
+
+
+# --- many clients at once ----------------------------------------------------------------------
+
+
+def burst(address, clients: int, messages: int, timeout_s: float = 60) -> dict[str, list[int]]:
+    """`clients` peers each pipeline `messages` numbered lines; returns, per receiver and sender,
+    the numbers received in arrival order. One selector, no thread per client."""
+    socks = []
+    for i in range(clients):
+        peer = Peer(address, f"c{i}")
+        socks.append(peer)
+    for peer in socks:  # joins done: drop join notices
+        peer.collect(0.05)
+    sel = selectors.DefaultSelector()
+    received: dict[int, list[bytes]] = {i: [] for i in range(clients)}
+    decoders = {i: LineDecoder(1 << 16) for i in range(clients)}
+    for i, peer in enumerate(socks):
+        peer.sock.setblocking(False)
+        sel.register(peer.sock, selectors.EVENT_READ, i)
+    payloads = [b"".join(b"%d\n" % n for n in range(messages)) for _ in range(clients)]
+    offsets = [0] * clients
+    expected = (clients - 1) * messages
+    counts = [0] * clients
+    deadline = time.monotonic() + timeout_s
+    while min(counts) < expected and time.monotonic() < deadline:
+        for i, peer in enumerate(socks):  # keep every sender's pipeline full, without blocking
+            if offsets[i] < len(payloads[i]):
+                try:
+                    offsets[i] += peer.sock.send(payloads[i][offsets[i] : offsets[i] + 65536])
+                except BlockingIOError:
+                    pass
+        for key, _ in sel.select(0.05):
+            i = key.data
+            data = key.fileobj.recv(1 << 20)
+            assert data, f"c{i} was disconnected"
+            lines = decoders[i].feed(data)
+            received[i].extend(lines)
+            counts[i] += sum(1 for line in lines if not line.startswith(b"* "))
+    result: dict[str, list[int]] = {}
+    for i, lines in received.items():
+        for line in lines:
+            if line.startswith(b"* "):
+                continue
+            sender, _, number = line.partition(b": ")
+            result.setdefault(f"c{i}<-{sender.decode()}", []).append(int(number))
+    for peer in socks:
+        peer.close()
+    return result
+
+
+# The inline baseline needs ~30 s for the full burst (one blocking send per delivery), so CI
+# gives it a smaller one; the benchmarks compare the two at full size.
+@pytest.mark.parametrize("delivery, clients, messages", [("queued", 100, 200), ("inline", 30, 100)])
+def test_burst_from_many_clients_arrives_exactly_once_and_in_order(delivery, clients, messages):
+    server = start_server("--quiet", "--delivery", delivery)
+    try:
+        result = burst(server.address, clients, messages)
+        assert len(result) == clients * (clients - 1)  # every receiver heard from every sender
+        for pair, numbers in result.items():
+            assert numbers == list(range(messages)), pair
+        assert "Traceback" not in server.stderr_text
+    finally:
+        assert server.stop() == 0
+
+
+# --- the process: command line, signals ----------------------------------------------------------
+
+
+def test_sigterm_tells_everyone_and_exits_zero_within_two_seconds():
+    server = start_server()
+    alice = Peer(server.address, "alice")
+    stalled = socket.create_connection(server.address)  # a client that never reads
+    stalled.sendall(b"stalled\n")
+    bob = Peer(server.address, "bob")
+    bob.send("hi")
+    alice.expect_line("bob: hi")
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(5) == 0
+    assert time.monotonic() - started < 2.0
+    assert "* server is shutting down, goodbye" in alice.wait_closed()
+    assert "Traceback" not in server.stderr_text
+    stalled.close()
+
+
+def test_sigint_is_a_clean_stop_too():
+    server = start_server("--quiet")
+    Peer(server.address, "alice")
+    server.proc.send_signal(signal.SIGINT)
+    assert server.proc.wait(5) == 0
+    assert "Traceback" not in server.stderr_text
+
+
+def test_server_logs_joins_messages_and_leaves_like_the_original():
+    server = start_server("--lang", "ru")
+    try:
+        alice = Peer(server.address, "alice")
+        bob = Peer(server.address, "bob")
+        alice.expect_line("* bob присоединился к чату!")
+        bob.send("привет")
+        alice.expect_line("bob: привет")
+        bob.send("leave")
+        alice.expect_line("* bob покинул чат.")
+    finally:
+        server.stop()
+    log = server.stderr_text
+    for expected in ("bob присоединился к чату!", "bob: привет", "bob покинул чат."):
+        assert expected in log
+
+
+def test_misbehaving_clients_never_cause_a_traceback():
+    server = start_server()
+    try:
+        peers = [Peer(server.address, f"p{i}") for i in range(5)]
+        peers[0].send_raw(b"\xff\n" + b"y" * 10_000 + b"\n/msg\n/nick\n/nick a b\n")
+        peers[1].sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peers[1].send_raw(b"partial")
+        peers[1].sock.close()
+        half = socket.create_connection(server.address)
+        half.sendall(b"\xd0")  # half a character as a name, then gone
+        half.close()
+        peers[2].sock.shutdown(socket.SHUT_WR)
+        peers[3].send("still ok")
+        peers[4].expect_line("p3: still ok")
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in server.stderr_text
+
+
+def test_ipv6_loopback_when_available():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python")
+    try:
+        probe = socket.create_server(("::1", 0), family=socket.AF_INET6)
+        probe.close()
+    except OSError:
+        pytest.skip("no ::1 on this machine")
+    server = start_server("--host", "::1")
+    try:
+        peer = Peer(server.address, "alice")
+        peer.send("/who")
+        peer.expect_line("* online (1): alice")
+    finally:
+        server.stop()
+
+
+def test_help_option_explains_every_option():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "chat.server", "--help"], capture_output=True, text=True, timeout=30
+    ).stdout
+    for option in (
+        "--host", "--port", "--max-line", "--max-pending", "--handshake-timeout",
+        "--max-clients", "--notice-limit", "--delivery", "--lang", "--log-level", "--quiet",
+    ):  # fmt: skip
+        assert option in out
+
+
+def test_port_in_use_is_one_clear_error():
+    holder = socket.create_server(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "chat.server", "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    holder.close()
+    assert done.returncode == 1
+    assert "cannot listen on 127.0.0.1" in done.stderr and "Traceback" not in done.stderr
