@@ -353,7 +353,7 @@ class QueuedDelivery:
         for loop in self._loops:
             loop.stop()
         for loop in self._loops:
-            loop.thread.join(1.0)
+            loop.thread.join(0.2)  # daemon threads: shutdown's time budget matters more
 
 
 class InlineDelivery:

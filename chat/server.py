@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 from chat import protocol
 from chat.delivery import Delivery, Outbox, make_delivery
@@ -37,8 +38,8 @@ NOTICE_LIMIT = 1_000
 RECV_BYTES = 65_536
 LISTEN_BACKLOG = 4096
 THREAD_STACK_BYTES = 256 * 1024
-SHUTDOWN_FLUSH_S = 0.5
-SHUTDOWN_JOIN_S = 1.0
+SHUTDOWN_FLUSH_S = 0.5  # of the 2 s a stop may take: flushing the goodbye notice
+SHUTDOWN_JOIN_S = 0.7  # and then waiting for reader threads to finish
 WELCOME_NAMES = 20
 WHO_LINE_CHARS = 1000
 
@@ -87,15 +88,38 @@ class Client:
 
 
 class Registry:
-    """Named clients. Lookups and changes are locked; `members` is an immutable snapshot."""
+    """Named clients. Changes are locked; `members` is an immutable snapshot, rebuilt lazily."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_key: dict[str, Client] = {}
-        self.members: tuple[Client, ...] = ()
+        self._snapshot: tuple[tuple[Client, ...], tuple[Outbox, ...]] | None = ((), ())
 
     def __len__(self) -> int:
-        return len(self.members)
+        return len(self._by_key)
+
+    def _current(self) -> tuple[tuple[Client, ...], tuple[Outbox, ...]]:
+        snapshot = self._snapshot
+        if snapshot is None:
+            with self._lock:
+                members = tuple(self._by_key.values())
+                snapshot = self._snapshot = (members, tuple(m.box for m in members))
+        return snapshot
+
+    @property
+    def members(self) -> tuple[Client, ...]:
+        """Everyone named, in joining order. Cheap while nobody joins or leaves."""
+        return self._current()[0]
+
+    @property
+    def boxes(self) -> tuple[Outbox, ...]:
+        """The members' outboxes, same order: what a broadcast iterates."""
+        return self._current()[1]
+
+    def first(self, count: int) -> tuple[int, list[str]]:
+        """How many are online and the first `count` names, without a full snapshot."""
+        with self._lock:
+            return len(self._by_key), [c.name for c in islice(self._by_key.values(), count)]  # type: ignore[misc]
 
     def add(self, client: Client, name: str) -> bool:
         key = protocol.name_key(name)
@@ -104,7 +128,7 @@ class Registry:
                 return False
             client.name = name
             self._by_key[key] = client
-            self.members = (*self.members, client)
+            self._snapshot = None
         return True
 
     def remove(self, client: Client) -> bool:
@@ -115,7 +139,7 @@ class Registry:
             ):
                 return False
             del self._by_key[protocol.name_key(client.name)]
-            self.members = tuple(self._by_key.values())
+            self._snapshot = None
         return True
 
     def rename(self, client: Client, new: str) -> bool:
@@ -127,6 +151,7 @@ class Registry:
             del self._by_key[old_key]
             self._by_key[new_key] = client
             client.name = new
+            self._snapshot = None
         return True
 
     def get(self, name: str) -> Client | None:
@@ -149,6 +174,7 @@ class ChatServer:
         self._slow_consumers = 0
         self._started = time.monotonic()
         self._stopping = threading.Event()
+        self._closing = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._listener: socket.socket | None = None
 
@@ -187,6 +213,7 @@ class ChatServer:
     def shutdown(self) -> None:
         """After serve_forever(): tell everyone, close every connection, wait briefly for threads."""
         self.stop()
+        self._closing = True  # from now on nobody is told who left: everyone is leaving
         with self._lock:
             boxes = [client.box for client in self._connections]
             threads = list(self._threads)
@@ -335,13 +362,10 @@ class ChatServer:
         return True
 
     def _joined(self, client: Client) -> None:
-        members = self.registry.members
-        names = [m.name for m in members[:WELCOME_NAMES]]
-        if len(members) > WELCOME_NAMES:
-            names.append(self.texts("more", n=len(members) - WELCOME_NAMES))
-        self._notice(
-            client, "welcome", name=client.name, count=len(members), names=", ".join(names)
-        )
+        count, names = self.registry.first(WELCOME_NAMES)
+        if count > WELCOME_NAMES:
+            names.append(self.texts("more", n=count - WELCOME_NAMES))
+        self._notice(client, "welcome", name=client.name, count=count, names=", ".join(names))
         log.info("%s", self.texts("joined", name=client.name))
         self._announce(client, "joined", name=client.name)
 
@@ -395,11 +419,8 @@ class ChatServer:
             for text in texts:
                 log.info("%s", protocol.chat_line(client.name, text))  # type: ignore[arg-type]
         lines = [encode_line(protocol.chat_line(client.name, text)) for text in texts]  # type: ignore[arg-type]
-        recipients = self.delivery.broadcast(client.box, self._member_boxes(), lines)
+        recipients = self.delivery.broadcast(client.box, self.registry.boxes, lines)
         client.deliveries_out += recipients * len(texts)
-
-    def _member_boxes(self) -> list[Outbox]:
-        return [member.box for member in self.registry.members]
 
     def _finish(self, client: Client) -> None:
         if self.registry.remove(client):
@@ -490,10 +511,10 @@ class ChatServer:
 
     def _announce(self, client: Client, key: str, **fields: object) -> None:
         """A join/leave/rename notice to everyone else, unless the room is past the notice limit."""
-        if len(self.registry) > self.config.notice_limit:
+        if self._closing or len(self.registry) > self.config.notice_limit:
             return
         line = encode_line(protocol.notice_line(self.texts(key, **fields)))
-        self.delivery.broadcast(client.box, self._member_boxes(), [line])
+        self.delivery.broadcast(client.box, self.registry.boxes, [line])
 
 
 def _set_recv_timeout(sock: socket.socket, seconds: float) -> None:
