@@ -288,11 +288,10 @@ def _take(box: Outbox) -> bytes:
     if len(chunks) == 1:
         box.chunks = []
         return chunks[0]
-    size = 0
-    for count, chunk in enumerate(chunks, 1):
-        size += len(chunk)
-        if size >= MAX_SEND_BYTES:
-            break
+    size = count = 0
+    while count < len(chunks) and size < MAX_SEND_BYTES:
+        size += len(chunks[count])
+        count += 1
     box.chunks = chunks[count:]
     return b"".join(chunks[:count])
 

@@ -1,0 +1,629 @@
+"""The terminal client, driven as a user drives it: through pipes, a pseudo-terminal and tmux.
+
+Each test starts its own server (tests/conftest.py) on 127.0.0.1 and talks to the client from a
+raw-socket peer. Every process and tmux server started here is stopped by PID or by its private
+socket name, and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import unicodedata
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chat.client import (
+    BIDI_CONTROLS,
+    SGR_BY_STYLE,
+    SGR_RESET,
+    format_own_line,
+    format_server_line,
+    parse_args,
+    terminal_safe,
+    wants_colour,
+)
+from chat.protocol import LineDecoder, encode_line
+from tests.conftest import ServerProcess, start_server
+
+REPO = Path(__file__).resolve().parents[1]
+WAIT_S = 10.0
+PIPE_RUN_TIMEOUT_S = 20.0
+EVIL = "\x1b[2J\x1b[31mevil"
+EVIL_VISIBLE = "^[[2J^[[31mevil"
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server() -> Iterator[ServerProcess]:
+    """A server speaking English whatever the machine's locale, stopped by PID afterwards."""
+    proc = start_server("--quiet", "--lang", "en")
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+class Peer:
+    """Another chat user on a raw socket, speaking the protocol by hand."""
+
+    def __init__(self, address: tuple[str, int], name: str) -> None:
+        self.sock = socket.create_connection(address, timeout=WAIT_S)
+        self._decoder = LineDecoder(1 << 20)
+        self._pending: list[str] = []
+        self.send(name)
+        self.expect(f"* welcome, {name}!")
+
+    def send(self, text: str) -> None:
+        self.sock.sendall(encode_line(text))
+
+    def expect(self, fragment: str, timeout_s: float = WAIT_S) -> str:
+        """Read lines until one contains `fragment`; return it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            while self._pending:
+                line = self._pending.pop(0)
+                if fragment in line:
+                    return line
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"peer never received {fragment!r}")
+            self.sock.settimeout(remaining)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise AssertionError(f"connection closed before {fragment!r}")
+            self._pending += [bytes(x).decode() for x in self._decoder.feed(chunk)]
+
+    def sync(self) -> None:
+        """Return once the server has handled everything this peer sent before."""
+        self.send("/who")
+        self.expect("* online (")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def peers() -> Iterator[Callable[[tuple[str, int], str], Peer]]:
+    made: list[Peer] = []
+
+    def make(address: tuple[str, int], name: str) -> Peer:
+        made.append(Peer(address, name))
+        return made[-1]
+
+    yield make
+    for peer in made:
+        peer.close()
+
+
+def client_args(port: int, *extra: str) -> list[str]:
+    return ["-m", "chat.client", "--host", "127.0.0.1", "--port", str(port), *extra]
+
+
+def client_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    env.update({"LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}, **overrides)
+    return env
+
+
+def run_piped(port: int, stdin: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """The client with `stdin` piped in, run to completion (killed if it outlives the bound)."""
+    return subprocess.run(
+        [sys.executable, *client_args(port, *extra)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=client_env(),
+        timeout=PIPE_RUN_TIMEOUT_S,
+    )
+
+
+@pytest.fixture
+def popen_client() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start piped clients that stay open; each one is killed by PID at the end if still alive."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(port: int, *extra: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, *client_args(port, *extra)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env=client_env(),
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=WAIT_S)
+
+
+@pytest.fixture
+def pty_client() -> Iterator[Callable[..., pexpect.spawn]]:
+    """Spawn clients on a pseudo-terminal, 24x100; closed (killed by PID if need be) afterwards."""
+    started: list[pexpect.spawn] = []
+
+    def spawn(port: int, *extra: str, **env: str) -> pexpect.spawn:
+        # The pty cannot answer prompt_toolkit's cursor position request; tmux tests cover that.
+        child = pexpect.spawn(
+            sys.executable,
+            client_args(port, *extra),
+            cwd=str(REPO),
+            env=client_env(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1", **env),
+            dimensions=(24, 100),
+            timeout=WAIT_S,
+        )
+        child.logfile_read = io.BytesIO()
+        started.append(child)
+        return child
+
+    yield spawn
+    for child in started:
+        child.close(force=True)
+
+
+def pty_output(child: pexpect.spawn) -> bytes:
+    return child.logfile_read.getvalue()
+
+
+def exit_status(child: pexpect.spawn) -> int:
+    """Wait for the child to end on its own (bounded) and return its exit status."""
+    child.expect(pexpect.EOF, timeout=WAIT_S)
+    child.close()
+    assert child.signalstatus is None, f"killed by signal {child.signalstatus}"
+    return child.exitstatus
+
+
+class Tmux:
+    """A tmux server on a private socket: a real terminal emulator whose screen we can read."""
+
+    def __init__(self) -> None:
+        self.socket_name = f"chat-client-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.socket_path: str | None = None
+
+    def run(self, *args: str) -> str:
+        result = subprocess.run(
+            ["tmux", "-L", self.socket_name, "-f", "/dev/null", *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+            check=True,
+        )
+        return result.stdout
+
+    def start(self, argv: list[str], env: dict[str, str]) -> None:
+        env_args = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
+        command = shlex.join(argv)
+        self.run("new-session", "-d", "-s", "chat", "-x", "100", "-y", "24", "-c", str(REPO))
+        self.socket_path = self.run("display-message", "-p", "#{socket_path}").strip()
+        self.run("set-option", "-t", "chat", "remain-on-exit", "on")
+        self.run("respawn-pane", "-k", "-t", "chat", *env_args, "-c", str(REPO), command)
+
+    def screen(self) -> list[str]:
+        return [line.rstrip() for line in self.run("capture-pane", "-p", "-t", "chat").split("\n")]
+
+    def wait_for(self, predicate: Callable[[list[str]], bool], what: str) -> list[str]:
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if predicate(screen):
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"screen never showed {what}:\n" + "\n".join(self.screen()))
+
+    def type(self, text: str) -> None:
+        self.run("send-keys", "-t", "chat", "-l", text)
+
+    def press(self, key: str) -> None:
+        self.run("send-keys", "-t", "chat", key)
+
+    def kill(self) -> None:
+        subprocess.run(
+            ["tmux", "-L", self.socket_name, "kill-server"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=WAIT_S,
+        )
+        # tmux may leave its socket file behind.
+        if self.socket_path:
+            Path(self.socket_path).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def tmux() -> Iterator[Tmux]:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    session = Tmux()
+    try:
+        yield session
+    finally:
+        session.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- showing other people's text safely (pure) --------------------------------------------------
+
+
+def test_escape_sequences_become_visible_caret_forms() -> None:
+    assert terminal_safe(EVIL) == EVIL_VISIBLE
+
+
+def test_every_c0_and_c1_control_and_del_is_replaced() -> None:
+    controls = "".join(map(chr, [*range(0x20), 0x7F, *range(0x80, 0xA0)]))
+    shown = terminal_safe(controls)
+    assert not any(unicodedata.category(ch) == "Cc" for ch in shown)
+    assert "^[" in shown and "^M" in shown and "^?" in shown and "\\x9b" in shown
+
+
+def test_bidi_overrides_are_made_visible() -> None:
+    assert terminal_safe("abc\u202edef") == "abc<U+202E>def"
+
+
+def test_tab_becomes_spaces() -> None:
+    assert terminal_safe("a\tb") == "a    b"
+
+
+def test_ordinary_text_in_any_script_passes_unchanged() -> None:
+    text = "привет, 世界! émoji 👋 and right-to-left \u200fשלום"
+    assert terminal_safe(text) == text
+
+
+@given(st.text())
+def test_safe_text_never_holds_a_control_character(text: str) -> None:
+    shown = terminal_safe(text)
+    assert not any(unicodedata.category(ch) == "Cc" for ch in shown)
+    assert not any(ord(ch) in BIDI_CONTROLS for ch in shown)
+
+
+def test_notices_errors_and_chat_are_styled_apart_on_colour_terminals() -> None:
+    chat = format_server_line("alice: hi", colour=True)
+    notice = format_server_line("* alice joined the chat", colour=True)
+    error = format_server_line("! no such user: zed", colour=True)
+    assert chat.endswith(": hi") and "\x1b[1malice" in chat
+    assert notice == "\x1b[36m* alice joined the chat" + SGR_RESET
+    assert error == "\x1b[1;31m! no such user: zed" + SGR_RESET
+
+
+def test_without_colour_lines_are_shown_as_the_server_sent_them() -> None:
+    for line in ("alice: hi", "bob (private): psst", "* alice joined", "! refused"):
+        assert format_server_line(line, colour=False) == line
+    assert format_own_line("hello", colour=False) == "you: hello"
+
+
+def test_other_users_escapes_are_neutralised_even_inside_styled_lines() -> None:
+    line = format_server_line(f"mallory: {EVIL}", colour=True)
+    assert EVIL_VISIBLE in line and "\x1b[2J" not in line
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color() -> None:
+    assert wants_colour({"TERM": "xterm"}, is_terminal=True)
+    assert not wants_colour({"TERM": "xterm"}, is_terminal=False)
+    assert not wants_colour({"TERM": "xterm", "NO_COLOR": "1"}, is_terminal=True)
+    assert not wants_colour({"TERM": "dumb"}, is_terminal=True)
+
+
+def test_defaults_match_the_original_client() -> None:
+    args = parse_args([])
+    assert (args.host, args.port, args.name) == ("127.0.0.1", 5555, None)
+
+
+# --- plain line mode: pipes ---------------------------------------------------------------------
+
+
+def test_piped_session_prints_the_welcome_and_exits_0(server: ServerProcess) -> None:
+    result = run_piped(server.port, "alice\nhello\nleave\n")
+    assert result.returncode == 0, result.stderr
+    assert "* welcome, alice!" in result.stdout
+    assert result.stderr == ""
+
+
+def test_piped_lines_reach_others_and_end_of_input_leaves(server: ServerProcess, peers) -> None:
+    bob = peers(server.address, "bob")
+    result = run_piped(server.port, "alice\nhello bob\n")
+    assert result.returncode == 0, result.stderr
+    assert bob.expect("alice: hello bob") == "alice: hello bob"
+    bob.expect("* alice left the chat")
+
+
+def test_piped_client_prints_what_others_send_safely(
+    server: ServerProcess, peers, popen_client
+) -> None:
+    bob = peers(server.address, "bob")
+    alice = popen_client(server.port)
+    alice.stdin.write("alice\n")
+    alice.stdin.flush()
+    bob.expect("* alice joined the chat")
+    bob.send(f"hi {EVIL}")
+    bob.sync()
+    out, err = alice.communicate("", timeout=PIPE_RUN_TIMEOUT_S)
+    assert alice.returncode == 0, err
+    assert f"bob: hi {EVIL_VISIBLE}" in out.splitlines()
+    assert "\x1b" not in out
+
+
+def test_piped_refused_name_is_followed_by_the_next_line_as_name(
+    server: ServerProcess, peers
+) -> None:
+    bob = peers(server.address, "alice")
+    result = run_piped(server.port, "alice\nalice2\nhello\n")
+    assert result.returncode == 0, result.stderr
+    assert "! name refused: alice is taken, try another" in result.stdout
+    assert "* welcome, alice2!" in result.stdout
+    bob.expect("alice2: hello")
+
+
+def test_piped_refused_name_then_end_of_input_exits_1_with_the_reason(
+    server: ServerProcess, peers
+) -> None:
+    peers(server.address, "alice")
+    result = run_piped(server.port, "alice\n")
+    assert result.returncode == 1
+    assert "alice is taken" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_name_option_skips_the_question(server: ServerProcess, peers) -> None:
+    bob = peers(server.address, "bob")
+    result = run_piped(server.port, "first line is a message\n", "--name", "carol")
+    assert result.returncode == 0, result.stderr
+    assert "* welcome, carol!" in result.stdout
+    bob.expect("carol: first line is a message")
+
+
+def test_empty_input_leaves_at_once_with_status_0(server: ServerProcess) -> None:
+    result = run_piped(server.port, "")
+    assert result.returncode == 0, result.stderr
+
+
+def test_quit_command_ends_a_piped_session_and_later_lines_are_not_sent(
+    server: ServerProcess, peers
+) -> None:
+    bob = peers(server.address, "bob")
+    result = run_piped(server.port, "alice\n/quit\nnot sent\n")
+    assert result.returncode == 0, result.stderr
+    bob.expect("* alice left the chat")
+    bob.sync()  # had "not sent" been sent, it would have arrived before the /who answer
+
+
+def test_server_going_away_exits_1_with_one_sentence(server: ServerProcess, popen_client) -> None:
+    alice = popen_client(server.port, "--name", "alice")
+    assert "* welcome, alice!" in alice.stdout.readline() + alice.stdout.readline()
+    server.stop()
+    out, err = alice.communicate(timeout=PIPE_RUN_TIMEOUT_S)  # stdin stays open until now
+    assert alice.returncode == 1
+    assert err.strip() == "connection closed by the server"
+
+
+def test_refused_connection_exits_1_with_one_sentence() -> None:
+    port = _free_port()
+    result = run_piped(port, "alice\n")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"cannot connect to 127.0.0.1:{port}: connection refused (is the server running?)"
+    )
+
+
+def test_help_option_lists_the_options() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "chat.client", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=PIPE_RUN_TIMEOUT_S,
+    )
+    assert result.returncode == 0
+    for option in ("--host", "--port", "--name"):
+        assert option in result.stdout
+
+
+# --- a real terminal: pseudo-terminal via pexpect -----------------------------------------------
+
+
+def test_terminal_asks_the_name_again_with_the_servers_reason(
+    server: ServerProcess, peers, pty_client
+) -> None:
+    peers(server.address, "alice")
+    child = pty_client(server.port)
+    child.expect_exact("your name:")
+    child.sendline("alice")
+    child.expect_exact("name refused: alice is taken")
+    child.expect_exact("your name:")
+    child.sendline("bob")
+    child.expect_exact("* welcome, bob!")
+
+
+def test_own_messages_are_shown_in_the_history_and_sent(
+    server: ServerProcess, peers, pty_client
+) -> None:
+    alice = peers(server.address, "alice")
+    child = pty_client(server.port, "--name", "bob")
+    child.expect_exact("* welcome, bob!")
+    child.sendline("hello alice")
+    child.expect_exact("you: hello alice")
+    alice.expect("bob: hello alice")
+
+
+def test_help_lists_the_commands(server: ServerProcess, pty_client) -> None:
+    child = pty_client(server.port, "--name", "bob")
+    child.expect_exact("* welcome, bob!")
+    child.sendline("/help")
+    child.expect_exact("Ctrl-D")  # the client's own keys first, then the server's command list
+    child.expect_exact("/msg NAME text")
+
+
+@pytest.mark.parametrize(
+    ("how", "keys"),
+    [("leave", "leave\r"), ("/quit", "/quit\r"), ("Ctrl-D", "\x04"), ("Ctrl-C", "\x03")],
+)
+def test_terminal_session_ends_cleanly_with_status_0(
+    server: ServerProcess, peers, pty_client, how: str, keys: str
+) -> None:
+    alice = peers(server.address, "alice")
+    child = pty_client(server.port, "--name", "bob")
+    child.expect_exact("* welcome, bob!")
+    child.expect_exact(">")
+    child.send(keys)
+    assert exit_status(child) == 0, how
+    alice.expect("* bob left the chat")
+    assert b"Traceback" not in pty_output(child)
+
+
+def test_ctrl_c_at_the_name_question_exits_0(server: ServerProcess, pty_client) -> None:
+    child = pty_client(server.port)
+    child.expect_exact("your name:")
+    child.sendcontrol("c")
+    assert exit_status(child) == 0
+
+
+def test_terminal_client_says_when_the_server_goes_away_and_exits_1(
+    server: ServerProcess, pty_client
+) -> None:
+    child = pty_client(server.port, "--name", "bob")
+    child.expect_exact("* welcome, bob!")
+    child.expect_exact(">")
+    child.send("half typed")
+    server.stop()
+    child.expect_exact("connection closed by the server")
+    assert exit_status(child) == 1
+    assert b"Traceback" not in pty_output(child)
+
+
+def test_refused_connection_on_a_terminal_exits_1(pty_client) -> None:
+    child = pty_client(_free_port(), "--name", "bob")
+    child.expect_exact("connection refused")
+    assert exit_status(child) == 1
+
+
+def test_escape_sequence_from_another_user_never_reaches_the_terminal_raw(
+    server: ServerProcess, peers, pty_client
+) -> None:
+    mallory = peers(server.address, "mallory")
+    child = pty_client(server.port, "--name", "bob")
+    child.expect_exact("* welcome, bob!")
+    mallory.expect("* bob joined the chat")
+    mallory.send(EVIL + " \u009b2J \u202eesrever")
+    child.expect_exact(EVIL_VISIBLE + " \\x9b2J <U+202E>esrever")
+    output = pty_output(child)
+    assert b"\x1b[2J" not in output
+    assert b"\x1b[31mevil" not in output
+    assert "\u009b".encode() not in output and "\u202e".encode() not in output
+
+
+# --- a real terminal emulator: tmux renders the screen ------------------------------------------
+
+
+def test_incoming_message_does_not_tear_the_line_being_typed(
+    server: ServerProcess, peers, tmux: Tmux
+) -> None:
+    alice = peers(server.address, "alice")
+    tmux.start([sys.executable, *client_args(server.port, "--name", "bob")], client_env())
+    tmux.wait_for(lambda s: any(line.startswith("* welcome, bob!") for line in s), "welcome")
+    alice.expect("* bob joined the chat")
+    tmux.type("half typed words")
+    tmux.wait_for(lambda s: "> half typed words" in s, "the typed text")
+
+    alice.send("incoming while typing")
+    # Polled until both are there: a capture may fall between the message and the redrawn prompt.
+    screen = tmux.wait_for(
+        lambda s: "alice: incoming while typing" in s and "> half typed words" in s,
+        "the message above the typed text",
+    )
+    assert screen.index("alice: incoming while typing") < screen.index("> half typed words")
+    assert [line for line in screen if line][-1] == "> half typed words"
+
+    tmux.type(" and the rest")
+    tmux.press("Enter")
+    alice.expect("bob: half typed words and the rest")
+    tmux.wait_for(lambda s: "you: half typed words and the rest" in s, "own line in history")
+
+
+def test_escape_sequence_cannot_clear_or_colour_another_users_screen(
+    server: ServerProcess, peers, tmux: Tmux
+) -> None:
+    mallory = peers(server.address, "mallory")
+    tmux.start([sys.executable, *client_args(server.port, "--name", "bob")], client_env())
+    tmux.wait_for(lambda s: any(line.startswith("* welcome, bob!") for line in s), "welcome")
+    mallory.expect("* bob joined the chat")
+    mallory.send(EVIL)
+    screen = tmux.wait_for(lambda s: f"mallory: {EVIL_VISIBLE}" in s, "the visible form")
+    assert any(line.startswith("* welcome, bob!") for line in screen), "screen was cleared"
+    coloured = tmux.run("capture-pane", "-p", "-e", "-t", "chat")
+    evil_line = next(line for line in coloured.split("\n") if "evil" in line)
+    assert "\x1b[31m" not in evil_line
+
+
+def test_interrupt_signal_leaves_cleanly_with_status_0(
+    server: ServerProcess, peers, popen_client
+) -> None:
+    alice = peers(server.address, "alice")
+    bob = popen_client(server.port, "--name", "bob")
+    alice.expect("* bob joined the chat")
+    bob.send_signal(signal.SIGINT)
+    _, err = bob.communicate(timeout=PIPE_RUN_TIMEOUT_S)
+    assert bob.returncode == 0
+    assert err == ""
+    alice.expect("* bob left the chat")
+
+
+def test_no_color_turns_styling_off_on_a_terminal(server: ServerProcess, pty_client) -> None:
+    child = pty_client(server.port, "--name", "bob", NO_COLOR="1")
+    child.expect_exact("* welcome, bob!")
+    child.sendline("hello")
+    child.expect_exact("you: hello")
+    output = pty_output(child)
+    for sgr in SGR_BY_STYLE.values():
+        assert f"\x1b[{sgr}m".encode() not in output
+
+
+def test_refused_name_option_falls_back_to_the_question(
+    server: ServerProcess, peers, pty_client
+) -> None:
+    peers(server.address, "alice")
+    child = pty_client(server.port, "--name", "alice")
+    child.expect_exact("name refused: alice is taken")
+    child.expect_exact("your name:")
+    child.sendline("bob")
+    child.expect_exact("* welcome, bob!")
+
+
+def test_console_script_runs_the_same_client(server: ServerProcess) -> None:
+    script = Path(sys.executable).with_name("chat-client")
+    if not script.exists():
+        pytest.skip("chat-client is not installed in this environment")
+    result = subprocess.run(
+        [str(script), "--port", str(server.port)],
+        input="alice\nleave\n",
+        capture_output=True,
+        text=True,
+        env=client_env(),
+        timeout=PIPE_RUN_TIMEOUT_S,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "* welcome, alice!" in result.stdout
