@@ -206,7 +206,7 @@ def parse_server_line(line: str) -> ServerLine:
 
 
 def format_stats(stats: dict[str, int | float]) -> str:
-    """`/stats` reply body: `stats: key=value ...`, one token per counter, for people and parsers."""
+    """`/stats` reply body: `stats: key=value ...`, one token per counter."""
     return "stats: " + " ".join(f"{k}={v}" for k, v in stats.items())
 
 

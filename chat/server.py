@@ -211,7 +211,7 @@ class ChatServer:
             pass
 
     def shutdown(self) -> None:
-        """After serve_forever(): tell everyone, close every connection, wait briefly for threads."""
+        """After serve_forever(): tell everyone, close every connection, wait briefly."""
         self.stop()
         self._closing = True  # from now on nobody is told who left: everyone is leaving
         with self._lock:
@@ -380,7 +380,7 @@ class ChatServer:
                 return
 
     def _handle_lines(self, client: Client, lines: Sequence[bytes | protocol.LineTooLong]) -> bool:
-        """Act on a read's worth of lines; consecutive messages go out as one batch. False: leave."""
+        """Act on a read's worth of lines; runs of messages go out as one batch. False: leave."""
         batch: list[str] = []
         for line in lines:
             text = self._decode(client, line)
@@ -545,7 +545,7 @@ def _wrap(names: list[str], width: int, first: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chat-server",
-        description="A multi-user TCP chat server, one thread per client. Protocol: docs/PROTOCOL.md.",
+        description="A multi-user TCP chat server, one thread per client (docs/PROTOCOL.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
@@ -585,7 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--delivery",
         choices=("queued", "inline"),
         default="queued",
-        help="queued: bounded per-client queues written by writer threads; inline: the original design, each sender writes to every socket itself (a benchmark baseline)",
+        help="queued: byte-bounded per-client queues, coalesced writes from writer threads; "
+        "inline: the original design, each sender writes to every socket itself (a baseline)",
     )
     add("--writers", type=_positive_int, default=1, help="writer threads for queued delivery")
     add(
