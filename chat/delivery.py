@@ -70,7 +70,7 @@ class Outbox:
         self.max_pending = max_pending
         self.scheduled = False
         self.closed = False
-        self.leftover: memoryview | None = None
+        self.leftover: bytes | memoryview | None = None
         self.registered = False
         self.kill_line: bytes | None = None
         self.killed = False
@@ -197,30 +197,33 @@ class WriterLoop:
     def _flush(self, box: Outbox) -> bool:
         """Send what is queued for `box`; True when everything was written."""
         for _ in range(FLUSH_ROUNDS):
-            if box.leftover is None:
+            data = box.leftover
+            if data is None:
                 with box.lock:
                     if not box.chunks:
                         box.scheduled = False
                         break
                     data = _take(box)
-                view = memoryview(data)
-            else:
-                view = box.leftover
             try:
-                sent = box.sock.send(view, SEND_FLAGS)
+                sent = box.sock.send(data, SEND_FLAGS)
             except BlockingIOError:
                 sent = 0
             except OSError:  # the peer is gone; its reader thread sees that and retires it
                 self._drop_queue(box)
                 return True
             self.bytes_out += sent
-            with box.lock:
-                box.pending -= sent
-            if sent < len(view):
-                box.leftover = view[sent:]
+            if sent < len(data):
+                with box.lock:
+                    box.pending -= sent
+                box.leftover = memoryview(data)[sent:]
                 self._watch(box)
                 return False
             box.leftover = None
+            with box.lock:
+                box.pending -= sent
+                if not box.chunks:
+                    box.scheduled = False
+                    break
         else:
             self._ready.append(box)  # more to send: come back after the other clients
             return False
