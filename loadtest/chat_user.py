@@ -1,0 +1,116 @@
+"""Locust load test for the chat server: simulated people chatting over the raw TCP protocol.
+
+    locust -f loadtest/chat_user.py --host 127.0.0.1:5555                     # web UI on :8089
+    locust -f loadtest/chat_user.py --host 127.0.0.1:5555 --headless -u 100 -r 20 -t 1m
+    locust -f loadtest/chat_user.py --host 127.0.0.1:5555 --headless ... --processes 2
+
+Every ChatUser joins under a unique name, sends probe messages (a sequence number and the sender's
+clock, chat/probe.py) at its share of the room's chat rate, and reads everything the server sends.
+Rows in Locust's statistics: `connect`, `send`, `deliver` (one-way latency of each received
+message), `error` (`! ` lines from the server), `disconnect`, and one `delivery-check` per run,
+which fails when deliveries were lost or duplicated. At the end of a run the senders stop, the
+receivers drain, and every process's counts are merged (over Locust's own messaging when there are
+workers) and cross-checked with the server's `/stats`. `python loadtest/chat_user.py --help`
+lists the `--chat-*` options (`locust --help` reads no locustfile); docs/LOADTEST.md is the guide.
+
+This file is the user and the entry point; the rest lives beside it in the loadtest package:
+client.py (the TCP client), ledger.py (delivery bookkeeping), identity.py (unique names),
+options.py (`--chat-*`), run_control.py (the end-of-run halt, drain and merge), summary.py
+(verdicts and summary), server_stats.py (the server's `/stats`).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+from locust import User, task
+from locust.env import Environment
+
+
+def _put_repository_on_path() -> None:
+    """Make `loadtest` (and `chat`) importable however Locust got this file: by path from any
+    directory, or, on `-f -` workers, as a copy in the temp directory beside an installed `chat`."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "loadtest" / "__init__.py").is_file():
+        import chat  # the copy's repository: where `pip install -e .` put chat
+
+        root = Path(chat.__file__).resolve().parent.parent
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+
+
+_put_repository_on_path()
+
+from loadtest import run_control  # noqa: E402 (registers the end-of-run listeners)
+from loadtest.client import ChatClient  # noqa: E402
+from loadtest.identity import unique_name  # noqa: E402
+from loadtest.options import options_of, parse_address  # noqa: E402 (registers --chat-*)
+
+RECONNECT_MIN_WAIT_S = 1.0
+
+
+class ChatUser(User):
+    """A person in the room: joins under a unique name, chats at a share of the room's rate, reads
+    everything. Override `wait_time` in a subclass for other pacing."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        self.client: ChatClient | None = None
+        self._options = options_of(environment)
+
+    def wait_time(self) -> float:
+        options = self._options
+        runner = self.environment.runner
+        users = options.chat_room_users or (runner.target_user_count if runner else 1) or 1
+        rate = options.chat_room_rate
+        pause = random.expovariate(rate / users) if rate > 0 else 1.0
+        if self.client is None or not self.client.connected:
+            pause = max(pause, RECONNECT_MIN_WAIT_S)
+        return pause
+
+    def on_start(self) -> None:
+        self._join()
+        self.wait()  # a newcomer listens first; otherwise every join would add a message
+
+    @task
+    def chat(self) -> None:
+        if run_control.RUN.ledger.halted:
+            return
+        if self.client is None or not self.client.connected:
+            self._join()
+        elif self._options.chat_room_rate > 0:
+            self.client.send_probe(self._options.chat_message_bytes)
+
+    def on_stop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+    def _join(self) -> None:
+        if run_control.RUN.ledger.halted:
+            return
+        options = self._options
+        try:
+            address = parse_address(self.host)
+        except ValueError:
+            return  # said once at the start of the test, which is quitting
+        self.client = ChatClient(
+            address,
+            unique_name(options.chat_name_prefix),
+            run_control.RUN.ledger,
+            self.environment.events.request.fire,
+            wall_clock=options.chat_clock == "wall",
+            to_arrival=options.chat_latency_to == "arrival",
+            deliver_sample=options.chat_deliver_sample,
+        )
+        self.client.connect(options.chat_connect_timeout_s)
+
+
+if __name__ == "__main__":
+    # `locust --help` reads no locustfile, so it cannot list the --chat-* options; this does.
+    from locust.argument_parser import get_parser
+
+    help_parser = get_parser()
+    help_parser.prog = "locust -f loadtest/chat_user.py"
+    help_parser.print_help()

@@ -1,0 +1,359 @@
+"""`make loadtest`: start a chat server on a free port, load it with Locust, summarise, stop it.
+
+    python -m loadtest.run                                  # 30 users for 15 s, report in results/
+    python -m loadtest.run -u 500 -r 50 -t 1m --processes 2
+    python -m loadtest.run --server-arg=--writers=2 -- --chat-room-rate 50 --chat-message-bytes 200
+
+Arguments after `--` go to Locust unchanged (any `locust` or `--chat-*` option). The report lands in
+results/: Locust's CSV files and HTML report, and PREFIX_summary.json (delivery check, server
+/stats and process use, Locust's CPU). Exit status 0 only when Locust saw no failure and every
+delivery arrived exactly once. The server is stopped by its PID whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAT_USER = Path(__file__).resolve().parent / "chat_user.py"
+SERVER_START_TIMEOUT_S = 10.0
+SERVER_STOP_TIMEOUT_S = 5.0
+LOCUST_GRACE_S = 120.0  # beyond --run-time: start-up, ramp, drain and report writing
+LOCUST_STOP_TIMEOUT_S = 20.0  # a stopped run still drains and writes its report
+SAMPLE_EVERY_S = 0.5
+ROWS = ("connect", "send", "deliver", "error", "disconnect", "delivery-check")
+_LISTENING_RE = re.compile(r"listening on (\S+):(\d+)")
+_SPAN_RE = re.compile(r"(\d+)([hms]?)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one load test; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C
+    split = argv.index("--") if "--" in argv else len(argv)
+    parser = _parser()
+    args = parser.parse_args(argv[:split])
+    locust_extra = argv[split + 1 :]
+    try:
+        locust_timeout_s = parse_span_s(args.run_time) + LOCUST_GRACE_S
+    except ValueError as exc:
+        parser.error(str(exc))
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    prefix = results / args.prefix
+    summary_path = Path(f"{prefix}_summary.json")
+    summary_path.unlink(missing_ok=True)
+
+    server = start_server(args.server_arg, Path(f"{prefix}_server.log"))
+    try:
+        print(f"chat server pid {server.pid} on {server.host}:{server.port}", flush=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(CHAT_USER),
+            "--headless",
+            "--host",
+            f"{server.host}:{server.port}",
+            "-u",
+            str(args.users),
+            "-r",
+            str(args.spawn_rate),
+            "-t",
+            args.run_time,
+            "--csv",
+            str(prefix),
+            "--html",
+            f"{prefix}.html",
+            "--chat-summary",
+            str(summary_path),
+            "--only-summary",
+            *(_processes_args(args.processes) if args.processes else []),
+            *locust_extra,
+        ]
+        print("$ " + shlex.join(["python", *cmd[1:]]), flush=True)
+        server.watch()
+        locust_status = run_locust(cmd, locust_timeout_s)
+        server_use = server.usage()
+    finally:
+        server.stop()
+
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    if summary is not None:
+        summary["server_process"] = server_use
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    rows = read_rows(Path(f"{prefix}_stats.csv"))
+    print(format_report(args, rows, summary, server_use, prefix))
+    ok = locust_status == 0 and summary is not None and summary["delivery_ok"]
+    print(f"\nRESULT: {'PASS' if ok else 'FAIL'} (locust exit status {locust_status})")
+    return 0 if ok else 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.run",
+        description="Start a chat server, run a headless Locust test against it, summarise.",
+        epilog="Arguments after -- go to Locust, e.g. -- --chat-room-rate 50. "
+        "See docs/LOADTEST.md and `python loadtest/chat_user.py --help` for the --chat-* options.",
+    )
+    parser.add_argument("-u", "--users", type=int, default=30, help="simulated users (30)")
+    parser.add_argument("-r", "--spawn-rate", type=float, default=10, help="joins per second (10)")
+    parser.add_argument("-t", "--run-time", default="15s", help="e.g. 15s, 1m, 1m30s (15s)")
+    parser.add_argument("--processes", type=int, default=0, help="Locust worker processes (0)")
+    parser.add_argument("--results", default=str(ROOT / "results"), help="report directory")
+    parser.add_argument("--prefix", default="locust", help="report file prefix (locust)")
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="extra option for chat.server, repeatable, e.g. --server-arg=--writers=2",
+    )
+    return parser
+
+
+def _processes_args(processes: int) -> list[str]:
+    # A free port for master and workers, so another Locust on 5557 does not get in the way.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    return ["--processes", str(processes), "--master-bind-port", port, "--master-port", port]
+
+
+def parse_span_s(span: str) -> float:
+    """Seconds in a Locust time span: `90`, `15s`, `1m30s`, `2h`."""
+    parts = _SPAN_RE.findall(span.strip().lower())
+    if not parts or "".join(n + u for n, u in parts) != span.strip().lower():
+        raise ValueError(f"not a time span: {span!r}")
+    return float(sum(int(n) * {"h": 3600, "m": 60}.get(u, 1) for n, u in parts))
+
+
+# --- the server under test ----------------------------------------------------------------------
+
+
+@dataclass
+class ServerUnderTest:
+    """A `python -m chat.server` child, and what it used while the test ran."""
+
+    proc: subprocess.Popen
+    host: str
+    port: int
+    samples: list[tuple[float, float, int, int]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def watch(self) -> None:
+        """Sample CPU time, threads and memory in the background until usage() is called."""
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        try:
+            process = psutil.Process(self.pid)
+            while not self._stop.is_set():
+                with process.oneshot():
+                    cpu = process.cpu_times()
+                    self.samples.append(
+                        (
+                            time.monotonic(),
+                            cpu.user + cpu.system,
+                            process.num_threads(),
+                            process.memory_info().rss,
+                        )
+                    )
+                self._stop.wait(SAMPLE_EVERY_S)
+        except psutil.Error:
+            pass
+
+    def usage(self) -> dict | None:
+        """CPU (average and busiest second), peak threads and peak RSS over the samples."""
+        self._stop.set()
+        time.sleep(SAMPLE_EVERY_S)
+        if len(self.samples) < 2:
+            return None
+        (t0, c0, _, _), (t1, c1, _, _) = self.samples[0], self.samples[-1]
+        busiest = 0.0
+        for (ta, ca, _, _), (tb, cb, _, _) in zip(self.samples, self.samples[2:], strict=False):
+            busiest = max(busiest, (cb - ca) / (tb - ta))
+        return {
+            "pid": self.pid,
+            "wall_s": round(t1 - t0, 1),
+            "cpu_s": round(c1 - c0, 2),
+            "cpu_avg_pct": round(100 * (c1 - c0) / (t1 - t0), 1),
+            "cpu_peak_1s_pct": round(100 * busiest, 1),
+            "threads_peak": max(s[2] for s in self.samples),
+            "rss_peak_mb": round(max(s[3] for s in self.samples) / 2**20, 1),
+        }
+
+    def stop(self) -> None:
+        """SIGTERM by PID, then SIGKILL if it does not go."""
+        self._stop.set()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(SERVER_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_server(extra_args: list[str], log_path: Path) -> ServerUnderTest:
+    """Start the server on 127.0.0.1 and a free port; wait for its `listening on` line."""
+    cmd = [sys.executable, "-m", "chat.server", "--host", "127.0.0.1", "--port", "0", "--quiet"]
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            [*cmd, *extra_args],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            match = _LISTENING_RE.search(log_path.read_text(errors="replace"))
+            if match:
+                return ServerUnderTest(proc, match.group(1), int(match.group(2)))
+            time.sleep(0.05)
+    except BaseException:  # interrupted while waiting: the server must not outlive us
+        proc.kill()
+        proc.wait()
+        raise
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    raise RuntimeError(f"chat server did not start, see {log_path}:\n{log_path.read_text()}")
+
+
+def run_locust(cmd: list[str], timeout_s: float) -> int:
+    """Run Locust in the foreground (its output shows); stop it by PID if it overruns."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        print(f"locust did not finish within {timeout_s:.0f} s, stopping it", file=sys.stderr)
+        return _stop_group(proc)
+    except KeyboardInterrupt:
+        return _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen) -> int:
+    """SIGTERM to Locust (it shuts down and tells its workers to quit), then SIGKILL to its
+    process group, which holds its --processes workers."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(LOCUST_STOP_TIMEOUT_S) or 1
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return proc.wait() or 1
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def read_rows(stats_csv: Path) -> dict[str, dict[str, str]]:
+    """Locust's `_stats.csv` rows of this test, by name."""
+    if not stats_csv.exists():
+        return {}
+    with open(stats_csv, newline="") as f:
+        return {row["Name"]: row for row in csv.DictReader(f) if row["Type"] == "chat"}
+
+
+def format_report(
+    args: argparse.Namespace,
+    rows: dict[str, dict[str, str]],
+    summary: dict | None,
+    server_use: dict | None,
+    prefix: Path,
+) -> str:
+    """What a tester wants to read first, in a dozen lines."""
+    out = [f"\n== chat load test: {args.users} users, {args.run_time} ==", ""]
+    out.append(
+        f"{'row':15} {'requests':>9} {'failures':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}"
+    )
+    for name in ROWS:
+        row = rows.get(name)
+        if row:
+            out.append(
+                f"{name:15} {row['Request Count']:>9} {row['Failure Count']:>9} {row['50%']:>7} "
+                f"{row['99%']:>7} {float(row['Max Response Time']):>7.0f}"
+            )
+    if summary is None:
+        out.append("\nno chat summary: Locust did not reach the end of the test (see its log)")
+        return "\n".join(out)
+    d = summary["deliveries"]
+    verdict = "OK" if summary["delivery_ok"] else "PROBLEM"
+    out.append(
+        f"\ndeliveries: {d['sent']} messages from {d['senders']} senders, {d['expected']} owed, "
+        f"{d['received']} received, {d['lost']} lost, {d['duplicated']} duplicated -> {verdict}"
+    )
+    if not summary["drain_quiet"]:
+        out.append("  (the drain ended before the room went quiet: late messages counted as lost)")
+    server = summary.get("server")
+    if server:
+        delta = server["delta"]
+        out.append(
+            f"server /stats: messages_in +{delta['messages_in']:.0f} "
+            f"({server['messages_in_minus_sent']:+.0f} vs sent), deliveries_out "
+            f"+{delta['deliveries_out']:.0f} ({server['deliveries_out_minus_received']:+.0f} vs "
+            f"received), slow_consumers +{delta['slow_consumers']:.0f}"
+        )
+    if server_use:
+        out.append(
+            f"server process: CPU {server_use['cpu_avg_pct']:.0f}% average, "
+            f"{server_use['cpu_peak_1s_pct']:.0f}% busiest second; up to "
+            f"{server_use['threads_peak']} threads, {server_use['rss_peak_mb']:.0f} MB RSS"
+        )
+    for p in summary["locust_processes"]:
+        waited = "?" if p["cpu_wait_pct"] is None else f"{p['cpu_wait_pct']:.0f}%"
+        out.append(
+            f"locust {p['node']}: {p['users']} users, CPU {p['cpu_avg_pct']:.0f}% average, "
+            f"{p['cpu_peak_pct']:.0f}% peak, waited for a core {waited} of the time"
+        )
+    lag = summary.get("locust_read_lag_ms")
+    if lag:
+        out.append(
+            f"locust read lag (arrival -> read): p50 {lag['p50']:.1f} ms, p99 {lag['p99']:.1f} "
+            f"ms, max {lag['max']:.1f} ms; `deliver` ends at {summary['latency_to']}"
+        )
+    out.append(
+        "Locust's CPU was (near) the limit: latencies include its own queueing"
+        if summary["locust_cpu_bound"]
+        else "Locust's CPU was not the limit"
+    )
+    if summary["locust_cpu_starved"]:
+        load = ", ".join(f"{x:.1f}" for x in summary["load_average"] or [])
+        out.append(
+            f"but the machine was busy (load average {load} on {summary['cpu_count']} cores): "
+            "Locust often waited for a core, and latencies include that wait"
+        )
+    out.append(f"\nreport: {prefix}.html, {prefix}_stats.csv, {prefix}_summary.json")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

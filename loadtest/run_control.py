@@ -1,0 +1,197 @@
+"""One test run in this process, and the end-of-run protocol: halt, drain, merge, judge.
+
+Registers its Locust event listeners on import. The master halts every worker's senders, then has
+every process drain and report its ledger over Locust's messaging, and merges the reports.
+`RUN` is replaced at each test start: read it as `run_control.RUN`, never import the name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust import events
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from chat.protocol import MAX_LINE_BYTES
+from loadtest.ledger import DeliveryLedger
+from loadtest.options import options_of, parse_address
+from loadtest.server_stats import fetch_server_stats
+from loadtest.summary import finish_run
+
+log = logging.getLogger("chat_user")
+
+CONTROL_TIMEOUT_S = 10.0  # how long the master waits for workers to answer, beyond the drain
+
+
+def _cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _cpu_wait_s() -> float | None:
+    """Seconds this process's threads spent runnable but waiting for a CPU (Linux schedstat)."""
+    try:
+        tasks = Path("/proc/self/task").iterdir()
+        return sum(int((t / "schedstat").read_text().split()[1]) for t in tasks) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class ChatRun:
+    """State of the current test in this process: ledger, CPU meter, and (master) worker reports."""
+
+    def __init__(self, environment: Environment | None = None) -> None:
+        self.environment = environment
+        self.ledger = DeliveryLedger()
+        self.active = environment is not None
+        self.started = time.monotonic()
+        self.cpu_start = _cpu_s()
+        self.cpu_wait_start = _cpu_wait_s()
+        self.cpu_peak_pct = 0.0
+        self.stopped: float | None = None
+        self.server_start: dict | None = None
+        self.halted_workers: set[str] = set()
+        self.worker_reports: dict[str, dict] = {}
+
+    def process_report(self) -> dict[str, Any]:
+        """Ledger totals plus this process's CPU use over the run (sending ended at `stopped`)."""
+        wall = (self.stopped or time.monotonic()) - self.started
+        cpu = _cpu_s() - self.cpu_start
+        waited = _cpu_wait_s()
+        if waited is not None and self.cpu_wait_start is not None and wall > 0:
+            wait_pct: float | None = round(100 * (waited - self.cpu_wait_start) / wall, 1)
+        else:
+            wait_pct = None
+        return {
+            **self.ledger.report(),
+            "pid": os.getpid(),
+            "machine": socket.gethostname(),
+            "cpu_s": round(cpu, 3),
+            "wall_s": round(wall, 3),
+            "cpu_avg_pct": round(100 * cpu / wall, 1) if wall > 0 else 0.0,
+            "cpu_peak_pct": round(self.cpu_peak_pct, 1),
+            "cpu_wait_pct": wait_pct,
+        }
+
+
+RUN = ChatRun()
+
+
+@events.init.add_listener
+def _on_init(environment: Environment, **_kw: Any) -> None:
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):
+        runner.register_message("chat_halted", _master_on_halted)
+        runner.register_message("chat_report", _master_on_report)
+    elif isinstance(runner, WorkerRunner):
+        runner.register_message("chat_halt", _worker_on_halt)
+        runner.register_message("chat_drain", _worker_on_drain, concurrent=True)
+        runner.register_message("chat_room", _worker_on_room)
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Environment, **_kw: Any) -> None:
+    global RUN
+    RUN = ChatRun(environment)
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        return
+    options = options_of(environment)
+    if options.chat_message_bytes > MAX_LINE_BYTES:
+        log.warning("--chat-message-bytes is over the server's %d-byte line limit", MAX_LINE_BYTES)
+    if isinstance(runner, MasterRunner):
+        options.chat_room_users = runner.target_user_count
+    try:
+        RUN.server_start = fetch_server_stats(parse_address(environment.host))
+    except ValueError as exc:
+        log.error("%s", exc)
+        environment.process_exit_code = 2
+        if runner is not None:
+            gevent.spawn_later(0, runner.quit)
+
+
+@events.spawning_complete.add_listener
+def _on_spawning_complete(user_count: int, **_kw: Any) -> None:
+    environment = RUN.environment
+    if environment is not None and isinstance(environment.runner, MasterRunner):
+        options_of(environment).chat_room_users = user_count
+        environment.runner.send_message("chat_room", {"users": user_count})
+
+
+@events.usage_monitor.add_listener
+def _on_usage(cpu_usage: float, **_kw: Any) -> None:
+    RUN.cpu_peak_pct = max(RUN.cpu_peak_pct, cpu_usage)
+
+
+@events.test_stopping.add_listener
+def _on_test_stopping(environment: Environment, **_kw: Any) -> None:
+    if not RUN.active or isinstance(environment.runner, WorkerRunner):
+        return  # workers are told by the master's messages below
+    RUN.active = False
+    options = options_of(environment)
+    if isinstance(environment.runner, MasterRunner):
+        reports, missing = _collect_from_workers(environment.runner, options.chat_drain_s)
+        reports.append({**RUN.process_report(), "node": "master", "drain_s": 0.0, "quiet": True})
+    else:
+        RUN.ledger.halted = True
+        RUN.stopped = time.monotonic()
+        drain_s, quiet = RUN.ledger.drain(options.chat_drain_s)
+        reports = [{**RUN.process_report(), "node": "local", "drain_s": drain_s, "quiet": quiet}]
+        missing = 0
+    finish_run(environment, options, reports, missing, RUN.server_start)
+
+
+# --- master <-> workers: halt everyone, then drain everyone, then merge --------------------------
+
+
+def _collect_from_workers(runner: MasterRunner, drain_s: float) -> tuple[list[dict], int]:
+    workers = {client.id for client in runner.clients.all}
+    runner.send_message("chat_halt")
+    _wait_for(lambda: workers <= RUN.halted_workers, CONTROL_TIMEOUT_S)
+    runner.send_message("chat_drain")
+    _wait_for(lambda: workers <= RUN.worker_reports.keys(), drain_s + CONTROL_TIMEOUT_S)
+    reports = [RUN.worker_reports[w] for w in sorted(workers & RUN.worker_reports.keys())]
+    return reports, len(workers - RUN.worker_reports.keys())
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+
+
+def _master_on_halted(environment: Environment, msg: Any, **_kw: Any) -> None:
+    RUN.halted_workers.add(msg.node_id)
+
+
+def _master_on_report(environment: Environment, msg: Any, **_kw: Any) -> None:
+    RUN.worker_reports[msg.node_id] = msg.data
+
+
+def _worker_on_halt(environment: Environment, msg: Any, **_kw: Any) -> None:
+    RUN.ledger.halted = True
+    RUN.stopped = time.monotonic()
+    environment.runner.send_message("chat_halted")
+
+
+def _worker_on_drain(environment: Environment, msg: Any, **_kw: Any) -> None:
+    drain_s, quiet = RUN.ledger.drain(options_of(environment).chat_drain_s)
+    # Stats first, on the same channel: the master has every delivery before it gives its verdict.
+    send_stats = getattr(environment.runner, "_send_stats", None)
+    if send_stats is not None:
+        send_stats()
+    index = getattr(environment.runner, "worker_index", -1)
+    report = {**RUN.process_report(), "node": f"worker {index}", "drain_s": drain_s, "quiet": quiet}
+    environment.runner.send_message("chat_report", report)
+
+
+def _worker_on_room(environment: Environment, msg: Any, **_kw: Any) -> None:
+    options_of(environment).chat_room_users = int(msg.data["users"])

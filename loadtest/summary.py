@@ -1,0 +1,190 @@
+"""The end of a run: the delivery verdicts as Locust failures, a summary in the log and in JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import gevent
+import locust.stats
+from locust.env import Environment
+
+from loadtest.client import REQUEST_TYPE, DeliveryProblem
+from loadtest.ledger import check_deliveries, lag_percentiles
+from loadtest.options import parse_address
+from loadtest.server_stats import fetch_server_stats, server_cross_check
+
+log = logging.getLogger("chat_user")
+
+FAILURE_EVENTS_CAP = 100_000  # lost/duplicated deliveries fired one event each, up to this many
+CPU_BOUND_AVG_PCT = 80.0  # a load process busier than this on average was (close to) the limit
+CPU_BOUND_PEAK_PCT = 90.0  # Locust's own warning threshold
+CPU_JUDGE_MIN_S = 5.0  # shorter runs are mostly start-up: no CPU verdict
+CPU_STARVED_WAIT_PCT = 10.0  # ready to run but waiting for a core this often: the machine is busy
+
+
+def finish_run(
+    environment: Environment,
+    options: Any,
+    reports: list[dict],
+    missing: int,
+    server_start: dict | None,
+) -> None:
+    """Merge the reports, give the verdicts as Locust requests, log and write the summary."""
+    check = check_deliveries(reports)
+    server_end = None
+    try:
+        server_end = fetch_server_stats(parse_address(environment.host))
+    except ValueError:
+        pass
+    runner = environment.runner
+    locust_warned = bool(
+        getattr(runner, "cpu_warning_emitted", False)
+        or getattr(runner, "worker_cpu_warning_emitted", False)
+    )
+    keys = ("node", "pid", "machine", "users", "wall_s")
+    keys += ("cpu_avg_pct", "cpu_peak_pct", "cpu_wait_pct")
+    processes = [
+        {**{k: r[k] for k in keys}, "read_lag_ms": lag_percentiles(r["read_lag"])} for r in reports
+    ]
+    judged = [p for p in processes if p["wall_s"] >= CPU_JUDGE_MIN_S]  # start-up dominates less
+    starved = any((p["cpu_wait_pct"] or 0) >= CPU_STARVED_WAIT_PCT for p in judged)
+    cpu_bound = locust_warned or any(
+        p["cpu_avg_pct"] >= CPU_BOUND_AVG_PCT or p["cpu_peak_pct"] >= CPU_BOUND_PEAK_PCT
+        for p in judged
+    )
+    totals = {
+        key: sum(r[key] for r in reports)
+        for key in ("users", "connects", "connect_failures", "errors", "disconnects", "untimed")
+    }
+    summary: dict[str, Any] = {
+        "host": environment.host,
+        "room_users": options.chat_room_users or getattr(runner, "target_user_count", 0),
+        "room_rate_per_s": options.chat_room_rate,
+        "message_bytes": options.chat_message_bytes,
+        "clock": options.chat_clock,
+        "latency_to": options.chat_latency_to,
+        "deliveries": check,
+        "delivery_ok": check["lost"] == 0 and check["duplicated"] == 0 and missing == 0,
+        "workers_missing": missing,
+        "drain_s": round(max((r["drain_s"] for r in reports), default=0.0), 3),
+        "drain_quiet": all(r["quiet"] for r in reports),
+        **totals,
+        "foreign_lines": sum(r["foreign_lines"] for r in reports),
+        "server": server_cross_check(server_start, server_end, check),
+        "locust_processes": processes,
+        "locust_read_lag_ms": lag_percentiles([pair for r in reports for pair in r["read_lag"]]),
+        "locust_cpu_warning": locust_warned,
+        "locust_cpu_bound": cpu_bound,
+        "locust_cpu_starved": starved,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "cpu_count": os.cpu_count(),
+    }
+    _fire_verdicts(environment, check, missing, summary)
+    _log_summary(summary)
+    if getattr(options, "csv_prefix", None):
+        # Locust writes its CSV once a second and not again at exit (locust#1806): let it run
+        # once more, so the file holds the drain's deliveries and the delivery-check row.
+        gevent.sleep(locust.stats.CSV_STATS_INTERVAL_SEC + 0.2)
+    if options.chat_summary:
+        path = Path(options.chat_summary)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _fire_verdicts(environment: Environment, check: dict, missing: int, summary: dict) -> None:
+    fire = environment.events.request.fire
+    problems = [
+        (check["lost"], "lost: sent, never received (end-of-run check)"),
+        (check["duplicated"], "duplicated or out of order (end-of-run check)"),
+    ]
+    for count, reason in problems:
+        for _ in range(min(max(count, 0), FAILURE_EVENTS_CAP)):
+            fire(
+                request_type=REQUEST_TYPE,
+                name="deliver",
+                response_time=None,
+                response_length=0,
+                exception=DeliveryProblem(reason),
+                context={},
+            )
+    verdict = None
+    if not summary["delivery_ok"]:
+        verdict = DeliveryProblem(
+            f"lost {check['lost']} and duplicated {check['duplicated']} of {check['expected']} "
+            f"expected deliveries; {missing} worker(s) did not report"
+        )
+    fire(
+        request_type=REQUEST_TYPE,
+        name="delivery-check",
+        response_time=summary["drain_s"] * 1000,
+        response_length=0,
+        exception=verdict,
+        context={},
+    )
+
+
+def _log_summary(s: dict) -> None:
+    d = s["deliveries"]
+    log.info(
+        "chat summary: %d users joined (%d connect failures), %d messages sent by %d senders, "
+        "%d deliveries expected, %d received, %d lost, %d duplicated -> %s",
+        s["users"],
+        s["connect_failures"],
+        d["sent"],
+        d["senders"],
+        d["expected"],
+        d["received"],
+        d["lost"],
+        d["duplicated"],
+        "OK" if s["delivery_ok"] else "DELIVERY PROBLEM",
+    )
+    if not s["drain_quiet"]:
+        log.warning("the drain ended before the room went quiet: late messages count as lost")
+    if s["server"]:
+        delta = s["server"]["delta"]
+        log.info(
+            "server /stats during the run: messages_in +%d (users sent %d), deliveries_out +%d "
+            "(users received %d), slow_consumers +%d, clients at the end %d",
+            delta.get("messages_in", 0),
+            d["sent"],
+            delta.get("deliveries_out", 0),
+            d["received"],
+            delta.get("slow_consumers", 0),
+            s["server"]["end"].get("clients", 0),
+        )
+    for p in s["locust_processes"]:
+        log.info(
+            "locust %s (pid %d, %d users): CPU %.0f%% average, %.0f%% peak, waited for a core %s",
+            p["node"],
+            p["pid"],
+            p["users"],
+            p["cpu_avg_pct"],
+            p["cpu_peak_pct"],
+            "?" if p["cpu_wait_pct"] is None else f"{p['cpu_wait_pct']:.0f}% of the time",
+        )
+    if s["locust_read_lag_ms"]:
+        lag = s["locust_read_lag_ms"]
+        log.info(
+            "locust read lag (arrival on this machine -> read by Locust): p50 %.1f ms, "
+            "p99 %.1f ms, max %.1f ms over %d reads",
+            lag["p50"],
+            lag["p99"],
+            lag["max"],
+            lag["reads"],
+        )
+    if s["locust_cpu_bound"]:
+        log.warning(
+            "Locust's own CPU was (near) the limit: latencies include its queueing. Use "
+            "--processes, more workers, or --chat-deliver-sample"
+        )
+    if s["locust_cpu_starved"]:
+        log.warning(
+            "Locust often waited for a free core (load average %s on %s cores): the machine was "
+            "busy, and latencies include that wait",
+            " ".join(f"{x:.1f}" for x in s["load_average"] or []),
+            s["cpu_count"],
+        )
