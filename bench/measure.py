@@ -1,0 +1,136 @@
+"""Glue between the swarm, the server process and pytest-benchmark: windows, checks, extra_info."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+from bench.server_proc import ServerProcess
+from bench.swarm import (
+    DRIVER_SATURATED_FRACTION,
+    DriveReport,
+    SenderPlan,
+    Swarm,
+    Verdict,
+    percentile_ms,
+)
+
+JOIN_TIMEOUT_S = 120.0
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Window:
+    """Everything measured over one window: one or more drives, then one delivery check."""
+
+    drives: list[DriveReport] = field(default_factory=list)
+    server_cpu_s: float = 0.0
+    machine_busy_s: float = 0.0
+    verdict: Verdict | None = None
+
+    @property
+    def wall_s(self) -> float:
+        return sum(d.wall_s for d in self.drives)
+
+    @property
+    def driver_cpu_s(self) -> float:
+        return sum(d.driver_cpu_s for d in self.drives)
+
+    @property
+    def timed_out(self) -> bool:
+        return any(d.timed_out for d in self.drives)
+
+
+def join(swarm: Swarm, clients: int, *, rcvbuf: dict[int, int] | None = None) -> Swarm:
+    """Join `clients` clients and drain the join notices; returns the swarm."""
+    swarm.connect(clients, timeout_s=JOIN_TIMEOUT_S, rcvbuf=rcvbuf)
+    swarm.settle()
+    return swarm
+
+
+def drive_once(
+    window: Window,
+    server: ServerProcess,
+    swarm: Swarm,
+    plans: list[SenderPlan],
+    timeout_s: float,
+    poll_interval_s: float = 0.0,
+) -> None:
+    """One drive inside `window`, with the server's CPU time around it."""
+    cpu0, busy0 = server.cpu_s(), machine_busy_s()
+    window.drives.append(swarm.drive(plans, timeout_s, poll_interval_s))
+    window.server_cpu_s += server.cpu_s() - cpu0
+    window.machine_busy_s += machine_busy_s() - busy0
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores of the machine spent busy so far (/proc/stat), to spot other load."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks[:8]) - idle) / CLOCK_TICKS_PER_S
+
+
+def finish(window: Window, swarm: Swarm) -> Verdict:
+    """Check every delivery of the window (after the timed part)."""
+    window.verdict = swarm.verify()
+    return window.verdict
+
+
+def extra_info(case: str, server: ServerProcess, clients: int, window: Window, **more) -> dict:
+    """The numbers a report needs, flat, for pytest-benchmark's extra_info."""
+    verdict = window.verdict or Verdict()
+    wall = window.wall_s
+    delivered = verdict.delivered
+    millions = delivered / 1e6
+    info = {
+        "case": case,
+        "server": server.kind,
+        "clients": clients,
+        "expected": verdict.expected,
+        "delivered": delivered,
+        "lost": verdict.lost,
+        "duplicates": verdict.duplicates,
+        "out_of_order": verdict.out_of_order,
+        "unexpected": verdict.unexpected,
+        "timed_out": window.timed_out,
+        "wall_s": round(wall, 6),
+        "deliveries_per_s": round(delivered / wall, 1) if wall > 0 else 0.0,
+        "p50_ms": _finite(percentile_ms(verdict.latencies_ns, 50)),
+        "p99_ms": _finite(percentile_ms(verdict.latencies_ns, 99)),
+        "max_ms": _finite(percentile_ms(verdict.latencies_ns, 100)),
+        "server_cpu_s": round(window.server_cpu_s, 3),
+        "server_cpu_frac": round(window.server_cpu_s / wall, 3) if wall > 0 else 0.0,
+        "server_cpu_s_per_million": round(window.server_cpu_s / millions, 3) if millions else None,
+        "driver_cpu_s": round(window.driver_cpu_s, 3),
+        "driver_cpu_frac": round(window.driver_cpu_s / wall, 3) if wall > 0 else 0.0,
+        "driver_saturated": wall > 0 and window.driver_cpu_s / wall > DRIVER_SATURATED_FRACTION,
+        "other_cpu_frac": round(_other_load(window), 3),
+        "max_send_lag_ms": round(max((d.max_send_lag_ms for d in window.drives), default=0), 3),
+    }
+    info.update(more)
+    return info
+
+
+def _other_load(window: Window) -> float:
+    """Share of the machine's cores busy with neither the server nor the driver (noise)."""
+    other = window.machine_busy_s - window.server_cpu_s - window.driver_cpu_s
+    capacity = window.wall_s * (os.cpu_count() or 1)
+    return max(0.0, other / capacity) if capacity > 0 else 0.0
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 4)
+
+
+def assert_delivered(window: Window) -> None:
+    """Fail the case unless every reader got every line exactly once, in each sender's order."""
+    verdict = window.verdict
+    assert verdict is not None, "window was not verified"
+    assert not window.timed_out and verdict.ok, f"delivery failed: {verdict.problems()}"
+
+
+# Join and leave notices cost N²/2 deliveries while clients join; the cases that do not measure
+# joining switch them off so that setting up 1,000 clients stays cheap for every server.
+QUIET_JOINS = ("--notice-limit", "0")
