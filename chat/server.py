@@ -44,7 +44,7 @@ THREAD_STACK_BYTES = 256 * 1024
 # release the GIL at every recv and send, so a longer interval rarely forces a switch otherwise.
 SWITCH_INTERVAL_S = 0.05
 SHUTDOWN_FLUSH_S = 0.5  # of the 2 s a stop may take: flushing the goodbye notice
-SHUTDOWN_JOIN_S = 0.7  # and then waiting for reader threads to finish
+SHUTDOWN_JOIN_S = 0.3  # and then for reader threads (daemons: their sockets are already shut down)
 WELCOME_NAMES = 20
 WHO_LINE_CHARS = 1000
 
