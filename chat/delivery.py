@@ -254,15 +254,7 @@ class WriterLoop:
         """Disconnect: best-effort last line, then shutdown so the reader thread wakes."""
         self._drop_queue(box)
         box.killed = True
-        if box.kill_line:
-            try:
-                box.sock.send(box.kill_line, SEND_FLAGS)
-            except OSError:
-                pass
-        try:
-            box.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        hang_up(box.sock, box.kill_line or b"")
 
     def _close_now(self, box: Outbox) -> None:
         self._retiring.discard(box)
@@ -283,6 +275,20 @@ class WriterLoop:
         now = time.monotonic()
         for box in [b for b in self._retiring if b.retire_at <= now]:  # type: ignore[operator]
             self._close_now(box)
+
+
+def hang_up(sock: socket.socket, last_line: bytes) -> None:
+    """Best-effort, never-blocking last line (this client may be the one not reading), then
+    shutdown, which wakes the reader thread blocked in recv on this socket."""
+    if last_line:
+        try:
+            sock.send(last_line, SEND_FLAGS)
+        except OSError:
+            pass
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _take(box: Outbox) -> bytes:
@@ -392,15 +398,7 @@ class InlineDelivery:
         return len(targets)
 
     def kill(self, box: Outbox, last_line: bytes) -> None:
-        if last_line:
-            try:  # best effort and never blocking: this client may be the one not reading
-                box.sock.send(last_line, SEND_FLAGS)
-            except OSError:
-                pass
-        try:
-            box.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        hang_up(box.sock, last_line)
 
     def retire(self, box: Outbox) -> None:
         self.kill(box, b"")  # wakes any sender blocked on this socket
