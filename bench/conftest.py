@@ -11,6 +11,7 @@ import os
 import platform
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -21,10 +22,17 @@ FULL_CLIENTS = (2, 10, 100, 500, 1000)
 QUICK_CLIENTS = (2, 10)
 
 
+DEFAULT_JSON = Path(__file__).resolve().parent.parent / "results" / "bench.json"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark reads the option in its own configure
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "clients(full, quick): client counts for the full sweep and the quick check"
     )
+    # A full sweep always leaves its JSON for `python -m bench.report`, even when not asked to.
+    if config.getoption("benchmark_only", False) and config.getoption("benchmark_json") is None:
+        config.option.benchmark_json = DEFAULT_JSON
 
 
 def is_quick(config: pytest.Config) -> bool:
