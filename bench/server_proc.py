@@ -58,6 +58,11 @@ class ServerProcess:
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def stderr_text(self) -> str:
+        """What the server wrote on stderr so far (a background thread keeps reading it)."""
+        return "".join(self.stderr_lines)
+
     def cpu_s(self) -> float:
         """User plus system CPU seconds of all the server's threads so far (/proc/PID/stat)."""
         with open(f"/proc/{self.pid}/stat") as f:
@@ -97,7 +102,11 @@ class ServerProcess:
 
 def start_server(kind: str, *extra: str) -> ServerProcess:
     """Start a server of `kind` and wait for its `listening on HOST:PORT` line on stderr."""
-    cmd = server_command(kind, *extra)
+    return start_process(kind, server_command(kind, *extra))
+
+
+def start_process(kind: str, cmd: list[str]) -> ServerProcess:
+    """Run `cmd`, a server that logs `listening on HOST:PORT` on stderr, and wait for that line."""
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.DEVNULL,

@@ -2,86 +2,24 @@
 
 from __future__ import annotations
 
-import os
-import re
-import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-STARTUP_TIMEOUT_S = 10.0
-_LISTENING_RE = re.compile(r"listening on (\S+):(\d+)")
+from bench.server_proc import ServerProcess, start_process
+from chat.protocol import LineDecoder
+
+__all__ = ["Peer", "ServerProcess", "start_server"]
 
 
-@dataclass
-class ServerProcess:
-    """A `python -m chat.server` child process and where it listens."""
-
-    proc: subprocess.Popen[str]
-    host: str
-    port: int
-    stderr_lines: list[str]
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return (self.host, self.port)
-
-    @property
-    def stderr_text(self) -> str:
-        """Everything the server wrote on stderr so far (a background thread keeps reading it)."""
-        return "".join(self.stderr_lines)
-
-    def stop(self, timeout_s: float = 5.0) -> int:
-        """SIGTERM by PID, wait; SIGKILL if it does not go. Returns the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout_s)
-        return self.proc.returncode
-
-
-def start_server(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
-    """Start `python -m chat.server --port 0 ARGS` and wait for its `listening on` line."""
+def start_server(*args: str) -> ServerProcess:
+    """Start `python -m chat.server --host 127.0.0.1 --port 0 ARGS`; wait until it listens."""
     cmd = [sys.executable, "-m", "chat.server", "--host", "127.0.0.1", "--port", "0", *args]
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    assert proc.stderr is not None
-    os.set_blocking(proc.stderr.fileno(), True)
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        match = _LISTENING_RE.search(line)
-        if match:
-            lines = [line]
-            # Keep draining stderr so a chatty server never blocks on a full pipe.
-            threading.Thread(target=_drain, args=(proc.stderr, lines), daemon=True).start()
-            return ServerProcess(proc, match.group(1), int(match.group(2)), lines)
-    proc.kill()
-    proc.wait()
-    raise RuntimeError(f"server did not start: {cmd}")
-
-
-def _drain(stream, lines: list[str]) -> None:
-    for line in stream:
-        lines.append(line)
+    return start_process("threaded", cmd)
 
 
 @pytest.fixture
@@ -94,17 +32,10 @@ def server_process() -> Iterator[ServerProcess]:
         server.stop()
 
 
-def connect(address: tuple[str, int], timeout_s: float = 5.0) -> socket.socket:
-    sock = socket.create_connection(address, timeout=timeout_s)
-    return sock
-
-
 class Peer:
     """A raw-socket chat client for tests: send lines, wait for lines, all with deadlines."""
 
     def __init__(self, address: tuple[str, int], name: str | None = None, timeout_s: float = 5.0):
-        from chat.protocol import LineDecoder
-
         self.sock = socket.create_connection(address, timeout=timeout_s)
         self.decoder = LineDecoder(1 << 20)
         self.lines: deque[str] = deque()
