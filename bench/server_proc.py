@@ -6,7 +6,6 @@ Three kinds run side by side: `threaded` (chat.server, its default delivery), `i
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import signal
@@ -32,12 +31,6 @@ def server_command(kind: str, *extra: str) -> list[str]:
     if kind == "inline":
         return [sys.executable, "-m", "chat.server", *common, "--delivery", "inline"]
     raise ValueError(f"unknown server kind {kind!r}")
-
-
-def server_available(kind: str) -> bool:
-    """False when the module that runs `kind` does not exist yet."""
-    module = "bench.asyncio_server" if kind == "asyncio" else "chat.server"
-    return importlib.util.find_spec(module) is not None
 
 
 @dataclass

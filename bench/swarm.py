@@ -9,11 +9,14 @@ records its own CPU time so a result limited by the driver rather than the serve
 from __future__ import annotations
 
 import errno
+import fcntl
 import gc
 import itertools
 import resource
 import select
 import socket
+import struct
+import termios
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -283,6 +286,23 @@ class Swarm:
                 self._apply_events(client)
             self.stalled.add(index)
 
+    def unread_bytes(self, index: int) -> int:
+        """Bytes waiting in a client's socket receive queue: all that reached a stalled client."""
+        client = self.clients[index]
+        if client.state == "closed":
+            return 0
+        answer = fcntl.ioctl(client.sock.fileno(), termios.FIONREAD, b"\0" * 4)
+        return struct.unpack("i", answer)[0]
+
+    def resume(self, index: int) -> None:
+        """Read a stalled client again; the next `drive` waits for every line sent to it so far."""
+        self.stalled.discard(index)
+        client = self.clients[index]
+        client.pending = self._expected_for(index)
+        if client.state != "closed" and not client.events & READ:
+            client.events |= READ
+            self._apply_events(client)
+
     def drive(
         self, plans: list[SenderPlan], timeout_s: float, poll_interval_s: float = 0.0
     ) -> DriveReport:
@@ -463,14 +483,14 @@ class Swarm:
 
     # --- after the window ----------------------------------------------------------------------
 
-    def verify(self) -> Verdict:
-        """Frame and parse what every reader got; check each sender's sequence and time it."""
+    def verify(self, indices: Iterable[int] | None = None) -> Verdict:
+        """Check each sender's sequence at these readers (default: all but the stalled); time it."""
         verdict = Verdict()
         names = {self.clients[i].name: (i, n) for i, n in self.sent.items()}
-        for client in self.clients:
-            if client.index in self.stalled:
-                continue
-            self._verify_reader(client, names, verdict)
+        if indices is None:
+            indices = (c.index for c in self.clients if c.index not in self.stalled)
+        for index in indices:
+            self._verify_reader(self.clients[index], names, verdict)
         return verdict
 
     def _verify_reader(self, client: Client, names: dict, verdict: Verdict) -> None:
