@@ -41,6 +41,7 @@ class Peer:
         self.lines: deque[str] = deque()
         self.closed = False
         self.timeout_s = timeout_s
+        self.received_bytes = 0  # everything the server sent this peer, framing included
         self.expect(lambda line: line.startswith("* "))  # the greeting
         if name is not None:
             self.join(name)
@@ -70,6 +71,7 @@ class Peer:
         if not data:
             self.closed = True
             return False
+        self.received_bytes += len(data)
         self.lines.extend(line.decode() for line in self.decoder.feed(data))
         return True
 
@@ -88,6 +90,18 @@ class Peer:
 
     def expect_line(self, text: str, timeout_s: float | None = None) -> str:
         return self.expect(lambda line: line == text, timeout_s)
+
+    def barrier(self) -> list[str]:
+        """Send `/stats` and return every line that arrived before its (one-line) reply.
+
+        The server answers a client's lines in order and an outbox is first in, first out, so
+        whatever the server had queued for this peer before it read the `/stats` comes first: an
+        exact "nothing else arrived" check, where waiting a while would only be a likely one.
+        """
+        self.send("/stats")
+        before: list[str] = []
+        self.expect(lambda line: line.startswith("* stats: ") or before.append(line))
+        return before
 
     def collect(self, quiet_s: float = 0.3) -> list[str]:
         """Everything that arrives until the connection is quiet for `quiet_s`."""

@@ -6,6 +6,7 @@ command line, signals and tracebacks run `python -m chat.server` as a subprocess
 
 from __future__ import annotations
 
+import itertools
 import selectors
 import signal
 import socket
@@ -20,7 +21,7 @@ from conftest import Peer, start_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chat.protocol import LineDecoder, parse_server_line
+from chat.protocol import LineDecoder, parse_server_line, parse_stats
 from chat.server import ChatServer, Config
 
 
@@ -64,6 +65,12 @@ def room(server, *names: str) -> list[Peer]:
 # --- joining -----------------------------------------------------------------------------------
 
 
+def test_a_connection_is_greeted_with_the_name_rules(server):
+    sock = socket.create_connection(server.address, timeout=5)
+    assert sock.recv(4096) == b"* hello! send your name: 1-32 letters, digits, _ - or .\n"
+    sock.close()
+
+
 def test_newcomer_is_welcomed_with_who_is_online_and_others_are_told(server):
     alice = Peer(server.address, "alice")
     bob = Peer(server.address)
@@ -89,10 +96,30 @@ def test_refused_name_gets_the_reason_and_may_try_again(queued, name, reason):
     alice.close()
 
 
-def test_leave_before_a_name_closes_quietly(queued):
+@pytest.mark.parametrize("word", ["leave", "/quit"])
+def test_leave_before_a_name_closes_quietly(queued, word):
     peer = Peer(queued.address)
-    peer.send("leave")
+    peer.send(word)
     assert peer.wait_closed() == []
+
+
+def test_blanks_around_a_name_are_stripped(server):
+    (alice,) = room(server, "alice")
+    carol = Peer(server.address)
+    assert carol.join("  carol\t ") == "* welcome, carol! 2 online: alice, carol"
+    alice.expect_line("* carol joined the chat")
+    carol.send("hi")
+    alice.expect_line("carol: hi")
+
+
+def test_welcome_lists_the_first_twenty_names_then_how_many_more():
+    names = [f"user{i:02}" for i in range(22)]
+    with running(notice_limit=0) as srv:  # no join notices: nothing to consume
+        peers = [Peer(srv.address, name) for name in names]
+        newcomer = Peer(srv.address)
+        welcome = newcomer.join("late")
+        assert welcome == f"* welcome, late! 23 online: {', '.join(names[:20])}, and 3 more"
+        assert len(peers) == len(names)
 
 
 def test_name_and_first_messages_in_one_packet_all_count(server):
@@ -112,7 +139,7 @@ def test_message_reaches_everyone_else_exactly_as_the_original_and_not_its_sende
     alice.send("hello, world")
     assert bob.expect(lambda _: True) == "alice: hello, world"
     assert carol.expect(lambda _: True) == "alice: hello, world"
-    assert alice.collect(0.2) == []
+    assert alice.barrier() == []  # never echoed: nothing came before the reply to alice's next line
 
 
 def test_merged_messages_in_one_send_arrive_as_separate_lines(server):
@@ -125,19 +152,29 @@ def test_merged_messages_in_one_send_arrive_as_separate_lines(server):
     ]
 
 
-def _send_in_two_reads(sock: socket.socket, data: bytes, cut: int) -> None:
-    sock.sendall(data[:cut])
-    time.sleep(0.002)  # TCP_NODELAY + a pause: the server sees two separate reads
-    sock.sendall(data[cut:])
+def _bytes_in(server: ChatServer) -> int:
+    return int(server.stats()["bytes_in"])
+
+
+def send_in_separate_reads(server: ChatServer, sock: socket.socket, pieces: list[bytes]) -> None:
+    """Send `pieces` so that the server provably reads each one on its own: before the next piece
+    goes out, the server's `bytes_in` counter must show that it has received all of this one.
+    (The decoder tests replay every split in memory; this proves the socket path does it too.)"""
+    for piece in pieces:
+        target = _bytes_in(server) + len(piece)
+        sock.sendall(piece)
+        deadline = time.monotonic() + 5
+        while _bytes_in(server) < target:
+            assert time.monotonic() < deadline, "the server never read the piece"
+            time.sleep(0.001)
+        assert _bytes_in(server) == target
 
 
 def test_message_split_at_every_byte_offset_arrives_whole(queued):
     alice, bob = room(queued, "alice", "bob")
-    alice.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     payload = "привет 👋 ok".encode() + b"\n"
     for cut in range(1, len(payload)):
-        _send_in_two_reads(alice.sock, payload, cut)
-    for cut in range(1, len(payload)):
+        send_in_separate_reads(queued, alice.sock, [payload[:cut], payload[cut:]])
         assert bob.expect(lambda _: True) == "alice: привет 👋 ok", cut
 
 
@@ -156,14 +193,10 @@ def test_message_split_at_every_byte_offset_arrives_whole(queued):
 )
 def test_any_split_of_a_stream_of_messages_is_delivered_intact(queued, texts, data):
     alice, bob = room(queued, f"a{time.monotonic_ns()}", f"b{time.monotonic_ns()}")
-    alice.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     stream = b"".join(t.encode() + b"\n" for t in texts)
     cuts = sorted(set(data.draw(st.lists(st.integers(1, len(stream) - 1), max_size=4))))
-    start = 0
-    for cut in [*cuts, len(stream)]:
-        alice.send_raw(stream[start:cut])
-        time.sleep(0.002)
-        start = cut
+    bounds = [0, *cuts, len(stream)]
+    send_in_separate_reads(queued, alice.sock, [stream[a:b] for a, b in itertools.pairwise(bounds)])
     got = [bob.expect(lambda line: not line.startswith("*")) for _ in texts]
     assert [line.split(": ", 1)[1] for line in got] == texts
     alice.close()
@@ -233,10 +266,25 @@ def test_client_reset_mid_message_affects_nobody_else(server):
 
 
 def test_who_lists_everyone_online(server):
-    alice, *others = room(server, "alice", "Bob", "carol")  # all three must stay connected
+    alice, _bob, _carol = room(server, "alice", "Bob", "carol")  # all three stay connected
     alice.send("/who")
     alice.expect_line("* online (3): alice, Bob, carol")
-    assert len(others) == 2
+    alice.send("/WHO")  # commands ignore case
+    alice.expect_line("* online (3): alice, Bob, carol")
+
+
+def test_who_splits_a_long_list_into_lines_of_about_a_thousand_bytes():
+    names = sorted(f"{i:02}" + "n" * 30 for i in range(40))  # 40 x 32 characters: ~1,360 bytes
+    with running(notice_limit=0) as srv:
+        peers = [Peer(srv.address, name) for name in names]
+        peers[0].send("/who")
+        first = peers[0].expect(lambda line: True)
+        assert first.startswith("* online (40): ")
+        lines = [first, *(peers[0].expect(lambda line: True) for _ in range(1))]
+        assert peers[0].barrier() == []  # exactly two lines, nothing after them
+        assert all(line.startswith("* ") and len(line.encode()) <= 1000 for line in lines)
+        listed = ", ".join(line[2:] for line in lines)[len("online (40): ") :].split(", ")
+        assert listed == names
 
 
 def test_private_message_reaches_only_its_target(server):
@@ -247,7 +295,8 @@ def test_private_message_reaches_only_its_target(server):
     alice.expect_line("! no such user: nobody")
     alice.send("/msg bob")
     alice.expect_line("! usage: /msg NAME text")
-    assert carol.collect(0.2) == []
+    assert carol.barrier() == []  # bob had it before carol asked: it would be queued by now
+    assert alice.barrier() == [] and bob.barrier() == []
 
 
 def test_nick_renames_and_tells_the_others(server):
@@ -257,6 +306,15 @@ def test_nick_renames_and_tells_the_others(server):
     alice.expect_line("* bob is now known as robert")
     bob.send("/nick ALICE")
     bob.expect(lambda line: line.startswith("! name refused: ALICE is taken"))
+    bob.send("/nick bad name")
+    assert bob.expect(lambda _: True) == (
+        "! name refused: bad name has characters other than letters, digits, _ - ."
+    )
+    bob.send("/nick " + "r" * 33)
+    assert bob.expect(lambda _: True).startswith("! name refused: longer than 32")
+    bob.send("/nick")
+    assert bob.expect(lambda _: True) == "! usage: /nick NEWNAME"
+    assert alice.barrier() == []  # refused renames are not announced
     bob.send("hi")
     alice.expect_line("robert: hi")
     assert Peer(server.address).join("bob").startswith("* welcome")  # the old name is free
@@ -275,20 +333,36 @@ def test_help_lists_the_commands_and_the_notice_limit(queued):
 
 def test_stats_counts_messages_and_deliveries(server):
     alice, bob, carol = room(server, "alice", "bob", "carol")
+    started = time.monotonic()
+    stranger = Peer(server.address)  # connected, no name yet: a connection but not a client
     alice.send("one")
     alice.send("two")
     bob.expect_line("alice: two")
     carol.expect_line("alice: two")
     alice.send("/stats")
     line = alice.expect(lambda x: x.startswith("* stats:"))
-    from chat.protocol import parse_stats
-
     stats = parse_stats(parse_server_line(line).text)
+    assert list(stats) == [
+        "clients", "connections", "messages_in", "bytes_in", "deliveries_out", "bytes_out",
+        "slow_consumers", "uptime_s",
+    ]  # fmt: skip
     assert stats["clients"] == 3
+    assert stats["connections"] == 4
     assert stats["messages_in"] == 2
     assert stats["deliveries_out"] == 4
     assert stats["slow_consumers"] == 0
-    assert stats["bytes_out"] > 0 and stats["uptime_s"] >= 0
+    # Every byte every client sent: names, two messages and the /stats line itself.
+    assert stats["bytes_in"] == len(b"alice\nbob\ncarol\none\ntwo\n/stats\n")
+    # Every byte the server sent before this reply: each peer has read all of it.
+    peers = (alice, bob, carol, stranger)
+    sent_before = sum(p.received_bytes for p in peers) - len(line.encode()) - 1
+    assert stats["bytes_out"] == sent_before
+    assert 0 <= stats["uptime_s"] <= time.monotonic() - started + 2  # started just before us
+    time.sleep(0.5)
+    alice.send("/stats")
+    later = parse_stats(parse_server_line(alice.expect(lambda _: True)).text)
+    assert later["uptime_s"] >= stats["uptime_s"] + 0.4
+    assert later["bytes_in"] == stats["bytes_in"] + len(b"/stats\n")
 
 
 @pytest.mark.parametrize("word", ["leave", "/quit"])
@@ -315,9 +389,10 @@ def test_one_client_over_max_clients_is_told_the_server_is_full():
     with running(max_clients=2) as srv:
         peers = room(srv, "a", "b")
         sock = socket.create_connection(srv.address, timeout=5)
-        assert sock.recv(4096).startswith(b"! server full (2 clients)")
+        assert sock.recv(4096) == b"! server full (2 clients), try again later\n"
         assert sock.recv(4096) == b""
-        assert len(peers) == 2
+        peers[0].send("still here")  # the two inside are not disturbed
+        peers[1].expect_line("a: still here")
 
 
 def test_slow_consumer_is_cut_off_alone_while_the_others_get_everything():
@@ -347,12 +422,14 @@ def test_two_hundred_clients_join_and_leave_while_messages_flow(queued):
     (watcher,) = room(queued, "watcher")
     talker = Peer(queued.address, "talker")
     stop = threading.Event()
+    sent = []
 
     def talk() -> None:
         for i in range(10_000):  # bounded; stops early once the churn is done
             if stop.is_set():
                 return
             talker.send(f"m{i}")
+            sent.append(i)
             time.sleep(0.001)
 
     thread = threading.Thread(target=talk)
@@ -376,20 +453,32 @@ def test_two_hundred_clients_join_and_leave_while_messages_flow(queued):
         time.sleep(0.05)
     assert threading.active_count() == baseline + 1  # only the watcher's reader thread is left
     assert queued.stats()["clients"] == 1
-    # The watcher got every one of the talker's messages, in order, among the notices.
-    lines = watcher.collect(0.5)
+    # The talker's leave comes after all its messages; the crowd's threads are all gone by now.
+    lines = [watcher.expect(lambda _: True)]
+    while lines[-1] != "* talker left the chat.":
+        lines.append(watcher.expect(lambda _: True))
+    lines += watcher.barrier()
     numbers = [int(x[len("talker: m") :]) for x in lines if x.startswith("talker: m")]
-    assert numbers == list(range(len(numbers))) and numbers
+    assert numbers == sent and len(sent) > 0  # every message, once, in order
+    for i in range(200):
+        mine = [x for x in lines if x.startswith((f"* user{i} ", f"user{i}: "))]
+        said = [f"user{i}: hello from a crowd"] if i % 3 == 0 else []
+        # The crowd's own lines: the join first, then what it said, then its leave; once each.
+        assert mine[0] == f"* user{i} joined the chat" and mine[-1] == f"* user{i} left the chat."
+        assert sorted(mine[1:-1]) == said
 
 
 def test_notices_stop_above_the_notice_limit():
     with running(notice_limit=2) as srv:
-        alice, bob = room(srv, "alice", "bob")
-        carol = Peer(srv.address, "carol")  # room of 3 > limit 2: nobody is told
-        alice.send("/who")
-        alice.expect_line("* online (3): alice, bob, carol")
-        assert bob.collect(0.2) == []
-        carol.close()
+        alice, bob = room(srv, "alice", "bob")  # 2 online: bob's join is announced
+        carol = Peer(srv.address, "carol")  # 3 > 2: nobody is told
+        dave = Peer(srv.address, "dave")
+        dave.send("leave")
+        dave.wait_closed()  # its leave was handled before its socket closed: 3 left, still > 2
+        assert alice.barrier() == [] and bob.barrier() == []
+        carol.send("leave")  # back to 2: announced again
+        alice.expect_line("* carol left the chat.")
+        bob.expect_line("* carol left the chat.")
 
 
 def test_russian_notices_with_lang_ru():
@@ -485,16 +574,20 @@ def test_sigterm_tells_everyone_and_exits_zero_within_two_seconds():
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(5) == 0
     assert time.monotonic() - started < 2.0
-    assert "* server is shutting down, goodbye" in alice.wait_closed()
+    assert alice.wait_closed() == ["* server is shutting down, goodbye"]
+    assert bob.wait_closed() == ["* server is shutting down, goodbye"]
     assert "Traceback" not in server.stderr_text
     stalled.close()
 
 
 def test_sigint_is_a_clean_stop_too():
     server = start_server("--quiet")
-    Peer(server.address, "alice")
+    alice = Peer(server.address, "alice")
+    started = time.monotonic()
     server.proc.send_signal(signal.SIGINT)
     assert server.proc.wait(5) == 0
+    assert time.monotonic() - started < 2.0
+    assert alice.wait_closed() == ["* server is shutting down, goodbye"]
     assert "Traceback" not in server.stderr_text
 
 
@@ -529,6 +622,16 @@ def test_misbehaving_clients_never_cause_a_traceback():
         peers[2].sock.shutdown(socket.SHUT_WR)
         peers[3].send("still ok")
         peers[4].expect_line("p3: still ok")
+        errors = [peers[0].expect(lambda line: line.startswith("! ")) for _ in range(5)]
+        assert errors == [
+            "! invalid UTF-8, line discarded",
+            "! line too long (over 4096 bytes), discarded",
+            "! usage: /msg NAME text",
+            "! usage: /nick NEWNAME",
+            "! name refused: a b has characters other than letters, digits, _ - .",
+        ]
+        peers[0].send("and p0 still chats")
+        peers[4].expect_line("p0: and p0 still chats")
     finally:
         assert server.stop() == 0
     assert "Traceback" not in server.stderr_text
