@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
+
+# Re-exported: the server and clients call the name rules as protocol.name_problem and so on.
+from chat.names import MAX_NAME_CHARS as MAX_NAME_CHARS
+from chat.names import is_invisible
+from chat.names import name_key as name_key
+from chat.names import name_problem as name_problem
+from chat.names import normalize_name as normalize_name
 
 ENCODING: Final = "utf-8"
 DELIMITER: Final = b"\n"
 MAX_LINE_BYTES: Final = 4096
-MAX_NAME_CHARS: Final = 32
 
 NOTICE_PREFIX: Final = "* "
 ERROR_PREFIX: Final = "! "
@@ -93,28 +100,49 @@ def encode_line(text: str) -> bytes:
     return text.encode(ENCODING) + DELIMITER
 
 
-# --- names -------------------------------------------------------------------------------------
+# --- names and text ---------------------------------------------------------------------------
+# Name rules (validity, the shown form, the uniqueness key) live in chat.names and are imported
+# above: name_problem, normalize_name, name_key.
+
+# A line break in any of its spellings, or a control a terminal acts on: inside chat text these
+# would let a client draw lines the server never sent (`hello\r* bob left the chat.` reads as a
+# notice to anything that splits with universal newlines or str.splitlines()). TAB is harmless.
+_FORBIDDEN_IN_TEXT: Final = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def name_problem(name: str) -> str | None:
-    """Why `name` is not a valid chat name, as a short code, or None when it is valid.
+def text_problem(text: str) -> str | None:
+    """Why `text` may not be sent to others, as a short code, or None when it may.
 
-    Codes: "empty", "too-long", "bad-char". Valid: 1 to 32 characters, each a letter or digit
-    (any script) or one of `_ - .`.
+    "control": it holds NUL, CR, LF, any other C0 or C1 control but TAB (so also NEL, U+0085),
+    DEL, or a LINE/PARAGRAPH SEPARATOR (U+2028, U+2029).
     """
-    if not name:
-        return "empty"
-    if len(name) > MAX_NAME_CHARS:
-        return "too-long"
-    for ch in name:
-        if not (ch.isalnum() or ch in "_-."):
-            return "bad-char"
-    return None
+    return "control" if _FORBIDDEN_IN_TEXT.search(text) else None
 
 
-def name_key(name: str) -> str:
-    """The form names are compared in: uniqueness ignores case."""
-    return name.casefold()
+def for_log(text: str) -> str:
+    """`text` from a client made safe for one log line: every control, separator, format,
+    invisible, private-use or unassigned character is written as an escape (`\\x1b`, `\\u202e`,
+    `\\U000e0001`), and a backslash as `\\\\`, so no client can forge log lines, repaint the
+    operator's terminal or hide text, and the escaping cannot be imitated.
+    """
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        return text
+    return "".join(map(_log_char, text))
+
+
+@lru_cache(maxsize=8192)
+def _log_char(char: str) -> str:
+    if char == "\\":
+        return "\\\\"
+    # isprintable() is False for every category C and Z character but the ASCII space.
+    if char.isprintable() and not is_invisible(char):
+        return char
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -140,11 +168,25 @@ class Leave:
     """`leave` or `/quit`: the client ends its session."""
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A line nobody may see: `reason` is a `text_problem` code. The sender gets an error."""
+
+    reason: str
+
+
 COMMANDS: Final = ("who", "msg", "nick", "help", "stats", "quit")
 
 
-def parse_client_line(text: str) -> Message | Command | Leave | None:
-    """Classify one decoded line from a client. None means an empty line (ignored)."""
+def parse_client_line(text: str) -> Message | Command | Leave | Refused | None:
+    """Classify one decoded line from a client. None means an empty line (ignored).
+
+    A line `text_problem` objects to is Refused whole, whatever it is (message, `/msg`, `/nick`),
+    before anything else: checked once here, no command can pass such text on.
+    """
+    problem = text_problem(text)
+    if problem is not None:
+        return Refused(problem)
     if not text.strip():
         return None
     if text.strip() in LEAVE_WORDS:

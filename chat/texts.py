@@ -28,6 +28,13 @@ EN: Final = {
     "name_too_long": "name refused: longer than {limit} characters, try a shorter one",
     "name_bad_char": "name refused: {name} has characters other than letters, digits, _ - .",
     "name_taken": "name refused: {name} is taken, try another",
+    "name_invisible": "name refused: it has invisible characters (zero-width, fillers, marks)",
+    "name_not_allowed": (
+        "name refused: {name} has a character form names cannot use"
+        " (superscript, circled, compatibility or archaic form, or a lone accent first)"
+    ),
+    "name_mixed_direction": "name refused: {name} mixes right-to-left and left-to-right letters",
+    "bad_text": "line refused: control characters and line separators are not allowed in text",
     "line_too_long": "line too long (over {limit} bytes), discarded",
     "bad_utf8": "invalid UTF-8, line discarded",
     "unknown_command": "unknown command /{command}, try /help",
@@ -67,6 +74,13 @@ RU: Final = {
     "name_too_long": "имя отклонено: длиннее {limit} символов, выберите короче",
     "name_bad_char": "имя отклонено: в {name} есть символы кроме букв, цифр, _ - .",
     "name_taken": "имя отклонено: {name} уже занято, выберите другое",
+    "name_invisible": "имя отклонено: в нём есть невидимые символы (нулевой ширины, заполнители)",
+    "name_not_allowed": (
+        "имя отклонено: в {name} есть недопустимая форма символа"
+        " (надстрочный, в кружке, совместимый или архаичный, или знак ударения в начале)"
+    ),
+    "name_mixed_direction": "имя отклонено: в {name} смешаны буквы справа налево и слева направо",
+    "bad_text": "строка отклонена: управляющие символы и разделители строк в тексте недопустимы",
     "line_too_long": "слишком длинная строка (больше {limit} байт), отброшена",
     "bad_utf8": "неверная кодировка UTF-8, строка отброшена",
     "unknown_command": "неизвестная команда /{command}, см. /help",

@@ -92,6 +92,12 @@ def test_name_rules():
     for bad in ("a b", "a:b", "a\x1bb", "*x", "a/b"):
         assert protocol.name_problem(bad) == "bad-char", bad
     assert protocol.name_key("Alice") == protocol.name_key("aLICE")
+    # The Unicode detail (confusables, invisible characters, NFC) is specified in test_names.py.
+
+
+def test_a_chat_line_is_recognised_only_with_a_valid_name():
+    assert parse_server_line("alice\u3164: hi").kind == "notice"
+    assert parse_server_line("José: hola") == protocol.ServerLine("chat", "hola", "José")
 
 
 def test_client_lines_are_classified():
