@@ -26,7 +26,7 @@ loadtest: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pytest bench/ --benchmark-only --benchmark-json=results/bench.json $(ARGS)
-	$(PY) -m bench.report results/bench.json
+	$(PY) -m bench.report --check results/bench.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check chat loadtest bench tests

@@ -1,10 +1,12 @@
 """Turn a pytest-benchmark JSON into results/REPORT.md and PNG plots, servers side by side.
 
-    python -m bench.report results/bench.json [--out results]
+    python -m bench.report results/bench.json [--out results] [--check]
 
 Tables per case (per client count or offered rate, per server, ratios against the asyncio peer),
-a Targets section checked against the issue's numbers, and plots of latency and throughput
-against client count. A hand-written results/PROFILE.md, when present, is linked.
+a Targets section checked against the issue's numbers (met, missed, or no data when a target's
+rows are missing), and plots of latency and throughput against client count. A hand-written
+results/PROFILE.md, when present, is linked. With --check the exit status is 1, with one line
+per problem printed, when any target is missed or has no data.
 """
 
 from __future__ import annotations
@@ -13,12 +15,20 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from bench.targets import (  # noqa: E402
+    CAPACITY_CLIENTS,
+    JOIN_TARGET_S,
+    KEPT_UP_FRACTION,
+    REQUIRED_RATES_PER_S,
+)
 
 SERVER_ORDER = ("threaded", "inline", "asyncio")
 SERVER_LABELS = {
@@ -177,79 +187,175 @@ def stall_table(rows: Rows) -> str:
 # --- targets -------------------------------------------------------------------------------------
 
 
+DEFAULT_SERVER = "threaded"
+MET, MISSED, NO_DATA = "met", "missed", "no data"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of the issue and how the default server did: met, missed, or no data."""
+
+    name: str
+    status: str
+    detail: str
+    numbers: str = ""
+
+    @property
+    def verdict(self) -> str:
+        """The Markdown cell: anything but met stands out."""
+        word = self.status if self.status == MET else f"**{self.status}**"
+        return f"{word}: {self.detail}"
+
+
 def one(rows: Rows, case: str, server: str, **match) -> dict | None:
     found = by_case(rows, case, server=server, **match)
     return found[0] if found else None
 
 
-def targets(rows: Rows) -> list[tuple[str, str, str]]:
-    """(target, verdict, numbers) for each target of the issue, for the default server."""
-    out = []
-    burst, peer = one(rows, "burst", "threaded"), one(rows, "burst", BASELINE)
-    if burst and peer:
-        times = burst["deliveries_per_s"] / max(peer["deliveries_per_s"], 1)
-        ok = times >= 8 and delivery_cell(burst) == "ok"
-        out.append(
-            (
-                "burst fan-out, 100 clients x 200 msgs: >= 8x asyncio, nothing lost",
-                _met(ok, f"{times:.1f}x (needs 8x)"),
-                f"threaded {fmt(burst['deliveries_per_s'])}/s vs asyncio "
-                f"{fmt(peer['deliveries_per_s'])}/s; lost {burst['lost']}",
-            )
-        )
-    paced, peer = (
-        one(rows, "paced", "threaded", clients=500),
-        one(rows, "paced", BASELINE, clients=500),
+def targets(rows: Rows) -> list[Target]:
+    """Every target of the issue, for the default server; a target without its rows is no data."""
+    return [
+        burst_target(rows),
+        paced_target(rows),
+        sweep_target(rows),
+        kept_up_target(rows),
+        capacity_target(rows),
+        joined_target(rows),
+        stall_target(rows),
+    ]
+
+
+def problems(found: list[Target]) -> list[str]:
+    """One line per target missed or without data, for --check."""
+    return [f"{t.status}: {t.name}: {t.detail}" for t in found if t.status != MET]
+
+
+def _judged(name: str, ok: bool, detail: str, numbers: str) -> Target:
+    return Target(name, MET if ok else MISSED, detail, numbers)
+
+
+def _no_data(name: str, *missing: str) -> Target:
+    return Target(name, NO_DATA, "no row for " + ", ".join(missing))
+
+
+def _missing(*found: tuple[str, dict | None]) -> list[str]:
+    """The labels of the rows that were not found."""
+    return [label for label, row in found if not row]
+
+
+def burst_target(rows: Rows) -> Target:
+    name = "burst fan-out, 100 clients x 200 msgs: >= 8x asyncio, nothing lost"
+    burst, peer = one(rows, "burst", DEFAULT_SERVER), one(rows, "burst", BASELINE)
+    missing = _missing(("burst threaded", burst), ("burst asyncio", peer))
+    if missing:
+        return _no_data(name, *missing)
+    times = burst["deliveries_per_s"] / max(peer["deliveries_per_s"], 1)
+    ok = times >= 8 and delivery_cell(burst) == "ok"
+    return _judged(
+        name,
+        ok,
+        f"{times:.1f}x (needs 8x)",
+        f"threaded {fmt(burst['deliveries_per_s'])}/s vs asyncio "
+        f"{fmt(peer['deliveries_per_s'])}/s; lost {burst['lost']}",
     )
-    if paced and peer:
-        cpu_x = paced["server_cpu_s"] / peer["server_cpu_s"] if peer["server_cpu_s"] else math.inf
-        ok = (paced["p99_ms"] or math.inf) < 8 and cpu_x <= 2 and delivery_cell(paced) == "ok"
-        out.append(
-            (
-                "paced, 500 clients, 100 msg/s: p99 < 8 ms, server CPU <= 2x asyncio",
-                _met(ok, f"p99 {fmt(paced['p99_ms'])} ms, CPU {cpu_x:.2f}x"),
-                f"asyncio p99 {fmt(peer['p99_ms'])} ms; CPU threaded {paced['server_cpu_s']} s "
-                f"vs asyncio {peer['server_cpu_s']} s",
-            )
-        )
-    sweep = one(rows, "sweep", "threaded", offered_msgs_per_s=8000)
-    if sweep:
-        ok = sweep["kept_up"] and (sweep["p99_ms"] or math.inf) < 5 and delivery_cell(sweep) == "ok"
-        out.append(
-            (
-                "rate sweep 8,000 msg/s (792k deliveries/s): all delivered, p99 < 5 ms",
-                _met(ok, f"p99 {fmt(sweep['p99_ms'])} ms, {fmt(sweep['deliveries_per_s'])}/s"),
-                f"kept up: {fmt(sweep['kept_up'])}; delivery {delivery_cell(sweep)}",
-            )
-        )
-    cap = one(rows, "capacity", "threaded", clients=10000)
-    if cap:
-        ok = cap["connect_s"] <= 10 and delivery_cell(cap) == "ok"
-        out.append(
-            (
-                "10,000 clients joined within 10 s, one broadcast reaches all",
-                _met(ok, f"joined in {fmt(cap['connect_s'])} s"),
-                f"broadcast reached {fmt(cap['delivered'])} in {fmt(cap['broadcast_ms'])} ms",
-            )
-        )
-    calm = one(rows, "stall", "threaded", stalled=0)
-    stalled = one(rows, "stall", "threaded", stalled=1)
-    if calm and stalled:
-        rel = stalled["deliveries_per_s"] / max(calm["deliveries_per_s"], 1)
-        ok = rel >= 0.8 and delivery_cell(stalled) == "ok"
-        out.append(
-            (
-                "one stalled reader changes nothing for the others",
-                _met(ok, f"{rel:.2f}x the no-stall rate (>= 0.8x counted as unchanged)"),
-                f"p99 {fmt(calm['p99_ms'])} -> {fmt(stalled['p99_ms'])} ms; "
-                f"delivery {delivery_cell(stalled)}",
-            )
-        )
-    return out
 
 
-def _met(ok: bool, detail: str) -> str:
-    return f"{'met' if ok else '**missed**'}: {detail}"
+def paced_target(rows: Rows) -> Target:
+    name = "paced, 500 clients, 100 msg/s: p99 < 8 ms, server CPU <= 2x asyncio"
+    paced = one(rows, "paced", DEFAULT_SERVER, clients=500)
+    peer = one(rows, "paced", BASELINE, clients=500)
+    missing = _missing(
+        ("paced threaded at 500 clients", paced), ("paced asyncio at 500 clients", peer)
+    )
+    if missing:
+        return _no_data(name, *missing)
+    cpu_x = paced["server_cpu_s"] / peer["server_cpu_s"] if peer["server_cpu_s"] else math.inf
+    ok = (paced["p99_ms"] or math.inf) < 8 and cpu_x <= 2 and delivery_cell(paced) == "ok"
+    return _judged(
+        name,
+        ok,
+        f"p99 {fmt(paced['p99_ms'])} ms, CPU {cpu_x:.2f}x",
+        f"asyncio p99 {fmt(peer['p99_ms'])} ms; CPU threaded {paced['server_cpu_s']} s "
+        f"vs asyncio {peer['server_cpu_s']} s",
+    )
+
+
+def sweep_target(rows: Rows) -> Target:
+    name = "rate sweep 8,000 msg/s (792k deliveries/s): all delivered, p99 < 5 ms"
+    sweep = one(rows, "sweep", DEFAULT_SERVER, offered_msgs_per_s=8000)
+    if not sweep:
+        return _no_data(name, "sweep threaded at 8,000 msg/s")
+    ok = sweep.get("kept_up") and (sweep["p99_ms"] or math.inf) < 5 and delivery_cell(sweep) == "ok"
+    return _judged(
+        name,
+        ok,
+        f"p99 {fmt(sweep['p99_ms'])} ms, {fmt(sweep['deliveries_per_s'])}/s",
+        f"kept up: {fmt(sweep['kept_up'])}; delivery {delivery_cell(sweep)}",
+    )
+
+
+def kept_up_target(rows: Rows) -> Target:
+    rates = ", ".join(fmt(r) for r in REQUIRED_RATES_PER_S)
+    name = (
+        f"rate sweep keeps up at {rates} msg/s ({KEPT_UP_FRACTION:.0%} of offered), all delivered"
+    )
+    found = {
+        r: one(rows, "sweep", DEFAULT_SERVER, offered_msgs_per_s=r) for r in REQUIRED_RATES_PER_S
+    }
+    missing = _missing(*((f"sweep threaded at {fmt(r)} msg/s", row) for r, row in found.items()))
+    if missing:
+        return _no_data(name, *missing)
+    behind = [r for r, row in found.items() if not row.get("kept_up") or delivery_cell(row) != "ok"]
+    detail = "kept up at every rate" if not behind else "behind at " + ", ".join(map(fmt, behind))
+    numbers = "; ".join(f"{fmt(r)}: {fmt(row['deliveries_per_s'])}/s" for r, row in found.items())
+    return _judged(name, not behind, detail, numbers)
+
+
+def capacity_target(rows: Rows) -> Target:
+    name = f"10,000 clients joined within {JOIN_TARGET_S:g} s, one broadcast reaches all"
+    cap = one(rows, "capacity", DEFAULT_SERVER, clients=10000)
+    if not cap:
+        return _no_data(name, "capacity threaded at 10,000 clients")
+    ok = cap["connect_s"] <= JOIN_TARGET_S and delivery_cell(cap) == "ok"
+    return _judged(
+        name,
+        ok,
+        f"joined in {fmt(cap['connect_s'])} s",
+        f"broadcast reached {fmt(cap['delivered'])} in {fmt(cap['broadcast_ms'])} ms",
+    )
+
+
+def joined_target(rows: Rows) -> Target:
+    sizes = ", ".join(fmt(c) for c in CAPACITY_CLIENTS)
+    name = f"capacity runs of {sizes} clients each joined within {JOIN_TARGET_S:g} s"
+    found = {c: one(rows, "capacity", DEFAULT_SERVER, clients=c) for c in CAPACITY_CLIENTS}
+    missing = _missing(
+        *((f"capacity threaded at {fmt(c)} clients", row) for c, row in found.items())
+    )
+    if missing:
+        return _no_data(name, *missing)
+    late = [c for c, row in found.items() if not row.get("joined_within_target")]
+    detail = "all within time" if not late else "late at " + ", ".join(map(fmt, late))
+    numbers = "; ".join(f"{fmt(c)}: {fmt(row['connect_s'])} s" for c, row in found.items())
+    return _judged(name, not late, detail, numbers)
+
+
+def stall_target(rows: Rows) -> Target:
+    name = "one stalled reader changes nothing for the others"
+    calm = one(rows, "stall", DEFAULT_SERVER, stalled=0)
+    stalled = one(rows, "stall", DEFAULT_SERVER, stalled=1)
+    missing = _missing(("stall threaded, no stall", calm), ("stall threaded, one stalled", stalled))
+    if missing:
+        return _no_data(name, *missing)
+    rel = stalled["deliveries_per_s"] / max(calm["deliveries_per_s"], 1)
+    ok = rel >= 0.8 and delivery_cell(stalled) == "ok"
+    return _judged(
+        name,
+        ok,
+        f"{rel:.2f}x the no-stall rate (>= 0.8x counted as unchanged)",
+        f"p99 {fmt(calm['p99_ms'])} -> {fmt(stalled['p99_ms'])} ms; "
+        f"delivery {delivery_cell(stalled)}",
+    )
 
 
 # --- plots ---------------------------------------------------------------------------------------
@@ -278,7 +384,7 @@ def latency_plot(rows: Rows, out: Path) -> Path:
             ax.axhline(8, color="grey", ls=":", label="target p99 8 ms (500 clients)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        legend(ax)
     return save(fig, out / "latency.png")
 
 
@@ -294,7 +400,7 @@ def throughput_plot(rows: Rows, out: Path) -> Path:
     axes[1].set_title("Server CPU per million deliveries (lower is better)")
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        legend(ax)
     return save(fig, out / "throughput.png")
 
 
@@ -319,8 +425,8 @@ def sweep_plot(rows: Rows, out: Path) -> Path:
         axes[1].set_ylim(top=worst * 100)  # headroom so the legend covers no point
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    axes[1].legend(fontsize=8, loc="upper left", ncol=2)
+    legend(axes[0])
+    legend(axes[1], loc="upper left", ncol=2)
     return save(fig, out / "sweep.png")
 
 
@@ -337,8 +443,24 @@ def capacity_plot(rows: Rows, out: Path) -> Path:
     axes[1].set_title("Capacity: server memory per client")
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        legend(ax)
     return save(fig, out / "capacity.png")
+
+
+def legend(ax, **options) -> None:
+    """A legend when something is labelled (a partial run may have nothing to plot)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, **options)
+
+
+def write_plots(rows: Rows, out: Path) -> list[Path]:
+    """The four PNG plots, written into `out`."""
+    return [
+        latency_plot(rows, out),
+        throughput_plot(rows, out),
+        sweep_plot(rows, out),
+        capacity_plot(rows, out),
+    ]
 
 
 def save(fig, path: Path) -> Path:
@@ -390,7 +512,7 @@ def render(machine: dict, rows: Rows, plots: list[Path], source: Path, out: Path
         "",
         "| target | verdict | numbers |",
         "|---|---|---|",
-        *(f"| {t} | {v} | {n} |" for t, v, n in targets(rows)),
+        *(f"| {t.name} | {t.verdict} | {t.numbers or '–'} |" for t in targets(rows)),
         "",
     ]
     parts += headlines(rows)
@@ -490,10 +612,15 @@ def case_sections(rows: Rows) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write REPORT.md and the plots next to the JSON (or into --out)."""
+    """Write REPORT.md and the plots next to the JSON (or into --out); --check judges targets."""
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
     parser.add_argument("json", type=Path)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1, with one line per problem, when a target is missed or has no data",
+    )
     args = parser.parse_args(argv)
     out = args.out or args.json.parent
     out.mkdir(parents=True, exist_ok=True)
@@ -501,12 +628,16 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"{args.json}: no benchmark results with extra_info", file=sys.stderr)
         return 1
-    plots = [latency_plot(rows, out), throughput_plot(rows, out), sweep_plot(rows, out)]
-    plots.append(capacity_plot(rows, out))
+    plots = write_plots(rows, out)
     report = out / "REPORT.md"
     report.write_text(render(machine, rows, plots, args.json, out))
     print(f"wrote {report} and {len(plots)} plots", file=sys.stderr)
-    return 0
+    if not args.check:
+        return 0
+    found = targets(rows)
+    for line in problems(found):
+        print(line)
+    return 1 if problems(found) else 0
 
 
 if __name__ == "__main__":

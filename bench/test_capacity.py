@@ -6,12 +6,11 @@ import pytest
 
 from bench.measure import JOIN_TIMEOUT_S, Window, assert_delivered, drive_once, extra_info, finish
 from bench.swarm import SenderPlan
-
-JOIN_TARGET_S = 10.0
+from bench.targets import CAPACITY_CLIENTS, JOIN_TARGET_S
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.clients(full=(1000, 10000), quick=(20,))
+@pytest.mark.clients(full=CAPACITY_CLIENTS, quick=(20,))
 def test_capacity(benchmark, chat_server, new_swarm, server_kind, clients, quick):
     """All clients connect and are welcomed (the timed part), then one broadcast reaches them all.
 

@@ -14,15 +14,14 @@ from bench.measure import (
     join,
 )
 from bench.swarm import SenderPlan
+from bench.targets import KEPT_UP_FRACTION, REQUIRED_RATES_PER_S
 
 SENDERS = 10
 RATES_PER_S = (1000, 2000, 4000, 6000, 8000, 16000)
-REQUIRED_RATES_PER_S = (1000, 2000, 4000, 8000)
 STEP_SECONDS = 2.0
 QUICK_RATES_PER_S = (100, 200)
 QUICK_SENDERS = 2
 QUICK_SECONDS = 0.3
-FELL_BEHIND_FRACTION = 0.9
 
 # Server kinds that could not keep up at some rate: higher optional steps are skipped for them.
 _fell_behind_at: dict[str, int] = {}
@@ -76,7 +75,7 @@ def test_rate_sweep(benchmark, chat_server, new_swarm, server_kind, clients, rat
         offered_deliveries_per_s=offered,
         seconds=seconds,
     )
-    info["kept_up"] = info["deliveries_per_s"] >= FELL_BEHIND_FRACTION * offered
+    info["kept_up"] = info["deliveries_per_s"] >= KEPT_UP_FRACTION * offered
     if not info["kept_up"]:
         _fell_behind_at.setdefault(server_kind, rate)
     benchmark.extra_info.update(info)
