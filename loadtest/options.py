@@ -11,6 +11,8 @@ from locust.env import Environment
 from chat.protocol import MAX_LINE_BYTES
 from loadtest.ledger import DRAIN_QUIET_S
 
+MAX_PORT = 65535
+
 DEFAULTS: dict[str, Any] = {
     "chat_room_rate": 10.0,
     "chat_message_bytes": 64,
@@ -39,7 +41,7 @@ def add_chat_options(parser: argparse.ArgumentParser, **_kw: Any) -> None:
         "--chat-message-bytes",
         type=int,
         default=DEFAULTS["chat_message_bytes"],
-        help=f"length of each message in characters, at most {MAX_LINE_BYTES}. Default 64",
+        help=f"length of each message in bytes, at most {MAX_LINE_BYTES}. Default 64",
     )
     parser.add_argument(
         "--chat-drain-s",
@@ -103,6 +105,8 @@ def parse_address(host: str | None) -> tuple[str, int]:
     name, sep, port = rest.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"--host {host!r} has no port; use HOST:PORT, e.g. 127.0.0.1:5555")
+    if not 1 <= int(port) <= MAX_PORT:
+        raise ValueError(f"--host {host!r}: the port must be 1-{MAX_PORT}, not {int(port)}")
     return name.strip("[]") or "127.0.0.1", int(port)
 
 

@@ -24,10 +24,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+from loadtest.cpu_use import cpu_use_pct
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT_USER = Path(__file__).resolve().parent / "chat_user.py"
@@ -100,9 +103,20 @@ def main(argv: list[str] | None = None) -> int:
         summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     rows = read_rows(Path(f"{prefix}_stats.csv"))
     print(format_report(args, rows, summary, server_use, prefix))
-    ok = locust_status == 0 and summary is not None and summary["delivery_ok"]
-    print(f"\nRESULT: {'PASS' if ok else 'FAIL'} (locust exit status {locust_status})")
-    return 0 if ok else 1
+    reasons = failure_reasons(locust_status, summary)
+    print(f"\nRESULT: {'FAIL: ' + '; '.join(reasons) if reasons else 'PASS'}")
+    return 1 if reasons else 0
+
+
+def failure_reasons(locust_status: int, summary: dict | None) -> list[str]:
+    """Why the run failed; empty (PASS) only when Locust exited 0 and the chat verdict passed."""
+    if summary is None:
+        reasons = ["no chat summary: Locust did not reach the end of the test"]
+    else:
+        reasons = list(summary["problems"])
+    if locust_status != 0:
+        reasons.append(f"locust exit status {locust_status}")
+    return reasons
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -116,10 +130,16 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Arguments after -- go to Locust, e.g. -- --chat-room-rate 50. "
         "See docs/LOADTEST.md and `python loadtest/chat_user.py --help` for the --chat-* options.",
     )
-    parser.add_argument("-u", "--users", type=int, default=30, help="simulated users (30)")
-    parser.add_argument("-r", "--spawn-rate", type=float, default=10, help="joins per second (10)")
+    parser.add_argument(
+        "-u", "--users", type=_positive(int), default=30, help="simulated users (30)"
+    )
+    parser.add_argument(
+        "-r", "--spawn-rate", type=_positive(float), default=10, help="joins per second (10)"
+    )
     parser.add_argument("-t", "--run-time", default="15s", help="e.g. 15s, 1m, 1m30s (15s)")
-    parser.add_argument("--processes", type=int, default=0, help="Locust worker processes (0)")
+    parser.add_argument(
+        "--processes", type=int, default=0, help="Locust worker processes (0; -1: one per core)"
+    )
     parser.add_argument("--results", default=str(ROOT / "results"), help="report directory")
     parser.add_argument("--prefix", default="locust", help="report file prefix (locust)")
     parser.add_argument(
@@ -129,6 +149,22 @@ def _parser() -> argparse.ArgumentParser:
         help="extra option for chat.server, repeatable, e.g. --server-arg=--writers=2",
     )
     return parser
+
+
+def _positive(kind: type) -> Callable[[str], float]:
+    """An argparse type: a number of `kind` above zero, or a one-line usage error."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def _processes_args(processes: int) -> list[str]:
@@ -193,15 +229,13 @@ class ServerUnderTest:
         if len(self.samples) < 2:
             return None
         (t0, c0, _, _), (t1, c1, _, _) = self.samples[0], self.samples[-1]
-        busiest = 0.0
-        for (ta, ca, _, _), (tb, cb, _, _) in zip(self.samples, self.samples[2:], strict=False):
-            busiest = max(busiest, (cb - ca) / (tb - ta))
+        average, busiest = cpu_use_pct([(t, c) for t, c, _, _ in self.samples], window_s=1.0)
         return {
             "pid": self.pid,
             "wall_s": round(t1 - t0, 1),
             "cpu_s": round(c1 - c0, 2),
-            "cpu_avg_pct": round(100 * (c1 - c0) / (t1 - t0), 1),
-            "cpu_peak_1s_pct": round(100 * busiest, 1),
+            "cpu_avg_pct": average,
+            "cpu_peak_1s_pct": busiest,
             "threads_peak": max(s[2] for s in self.samples),
             "rss_peak_mb": round(max(s[3] for s in self.samples) / 2**20, 1),
         }
@@ -306,9 +340,10 @@ def format_report(
         out.append("\nno chat summary: Locust did not reach the end of the test (see its log)")
         return "\n".join(out)
     d = summary["deliveries"]
-    verdict = "OK" if summary["delivery_ok"] else "PROBLEM"
+    verdict = "FAIL: " + "; ".join(summary["problems"]) if summary["problems"] else "OK"
     out.append(
-        f"\ndeliveries: {d['sent']} messages from {d['senders']} senders, {d['expected']} owed, "
+        f"\ndeliveries: {summary['users']} users joined ({summary['connect_failures']} connect "
+        f"failures), {d['sent']} messages from {d['senders']} senders, {d['expected']} owed, "
         f"{d['received']} received, {d['lost']} lost, {d['duplicated']} duplicated -> {verdict}"
     )
     if not summary["drain_quiet"]:

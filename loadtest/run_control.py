@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import locust.runners
 from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from chat.protocol import MAX_LINE_BYTES
+from loadtest.cpu_use import cpu_use_pct
 from loadtest.ledger import DeliveryLedger
 from loadtest.options import options_of, parse_address
 from loadtest.server_stats import fetch_server_stats
@@ -29,6 +31,9 @@ from loadtest.summary import finish_run
 log = logging.getLogger("chat_user")
 
 CONTROL_TIMEOUT_S = 10.0  # how long the master waits for workers to answer, beyond the drain
+CPU_SAMPLE_EVERY_S = 1.0
+# Locust's own CPU warning looks at 10-second samples: the peak is over windows that long too.
+CPU_PEAK_WINDOW_S = locust.runners.CPU_MONITOR_INTERVAL
 
 
 def _cpu_s() -> float:
@@ -53,18 +58,29 @@ class ChatRun:
         self.ledger = DeliveryLedger()
         self.active = environment is not None
         self.started = time.monotonic()
-        self.cpu_start = _cpu_s()
+        self.cpu_samples = [(self.started, _cpu_s())]
         self.cpu_wait_start = _cpu_wait_s()
-        self.cpu_peak_pct = 0.0
-        self.stopped: float | None = None
         self.server_start: dict | None = None
+        self.setup_error: str | None = None  # why the run could not start, e.g. no --host
+        self.reported = False
         self.halted_workers: set[str] = set()
         self.worker_reports: dict[str, dict] = {}
 
+    def sample_cpu(self) -> None:
+        """Record this process's CPU time every second while the test runs (a greenlet)."""
+        while True:
+            gevent.sleep(CPU_SAMPLE_EVERY_S)
+            if self.reported or RUN is not self:
+                return
+            self.cpu_samples.append((time.monotonic(), _cpu_s()))
+
     def process_report(self) -> dict[str, Any]:
-        """Ledger totals plus this process's CPU use over the run (sending ended at `stopped`)."""
-        wall = (self.stopped or time.monotonic()) - self.started
-        cpu = _cpu_s() - self.cpu_start
+        """Ledger totals plus this process's CPU use from the start to now, the drain included."""
+        self.reported = True
+        self.cpu_samples.append((time.monotonic(), _cpu_s()))
+        (t0, cpu0), (t1, cpu1) = self.cpu_samples[0], self.cpu_samples[-1]
+        wall, cpu = t1 - t0, cpu1 - cpu0
+        average, peak = cpu_use_pct(self.cpu_samples, CPU_PEAK_WINDOW_S)
         waited = _cpu_wait_s()
         if waited is not None and self.cpu_wait_start is not None and wall > 0:
             wait_pct: float | None = round(100 * (waited - self.cpu_wait_start) / wall, 1)
@@ -76,8 +92,8 @@ class ChatRun:
             "machine": socket.gethostname(),
             "cpu_s": round(cpu, 3),
             "wall_s": round(wall, 3),
-            "cpu_avg_pct": round(100 * cpu / wall, 1) if wall > 0 else 0.0,
-            "cpu_peak_pct": round(self.cpu_peak_pct, 1),
+            "cpu_avg_pct": average,
+            "cpu_peak_pct": peak,
             "cpu_wait_pct": wait_pct,
         }
 
@@ -101,6 +117,7 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
 def _on_test_start(environment: Environment, **_kw: Any) -> None:
     global RUN
     RUN = ChatRun(environment)
+    gevent.spawn(RUN.sample_cpu)
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
         return
@@ -113,6 +130,7 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
         RUN.server_start = fetch_server_stats(parse_address(environment.host))
     except ValueError as exc:
         log.error("%s", exc)
+        RUN.setup_error = str(exc)
         environment.process_exit_code = 2
         if runner is not None:
             gevent.spawn_later(0, runner.quit)
@@ -126,11 +144,6 @@ def _on_spawning_complete(user_count: int, **_kw: Any) -> None:
         environment.runner.send_message("chat_room", {"users": user_count})
 
 
-@events.usage_monitor.add_listener
-def _on_usage(cpu_usage: float, **_kw: Any) -> None:
-    RUN.cpu_peak_pct = max(RUN.cpu_peak_pct, cpu_usage)
-
-
 @events.test_stopping.add_listener
 def _on_test_stopping(environment: Environment, **_kw: Any) -> None:
     if not RUN.active or isinstance(environment.runner, WorkerRunner):
@@ -142,11 +155,10 @@ def _on_test_stopping(environment: Environment, **_kw: Any) -> None:
         reports.append({**RUN.process_report(), "node": "master", "drain_s": 0.0, "quiet": True})
     else:
         RUN.ledger.halted = True
-        RUN.stopped = time.monotonic()
         drain_s, quiet = RUN.ledger.drain(options.chat_drain_s)
         reports = [{**RUN.process_report(), "node": "local", "drain_s": drain_s, "quiet": quiet}]
         missing = 0
-    finish_run(environment, options, reports, missing, RUN.server_start)
+    finish_run(environment, options, reports, missing, RUN.server_start, RUN.setup_error)
 
 
 # --- master <-> workers: halt everyone, then drain everyone, then merge --------------------------
@@ -178,7 +190,6 @@ def _master_on_report(environment: Environment, msg: Any, **_kw: Any) -> None:
 
 def _worker_on_halt(environment: Environment, msg: Any, **_kw: Any) -> None:
     RUN.ledger.halted = True
-    RUN.stopped = time.monotonic()
     environment.runner.send_message("chat_halted")
 
 

@@ -32,6 +32,7 @@ def finish_run(
     reports: list[dict],
     missing: int,
     server_start: dict | None,
+    setup_error: str | None = None,
 ) -> None:
     """Merge the reports, give the verdicts as Locust requests, log and write the summary."""
     check = check_deliveries(reports)
@@ -60,6 +61,8 @@ def finish_run(
         key: sum(r[key] for r in reports)
         for key in ("users", "connects", "connect_failures", "errors", "disconnects", "untimed")
     }
+    delivery_ok = check["lost"] == 0 and check["duplicated"] == 0 and missing == 0
+    problems = run_problems(check, totals, missing, setup_error)
     summary: dict[str, Any] = {
         "host": environment.host,
         "room_users": options.chat_room_users or getattr(runner, "target_user_count", 0),
@@ -68,7 +71,9 @@ def finish_run(
         "clock": options.chat_clock,
         "latency_to": options.chat_latency_to,
         "deliveries": check,
-        "delivery_ok": check["lost"] == 0 and check["duplicated"] == 0 and missing == 0,
+        "verdict": "FAIL" if problems else "PASS",
+        "problems": problems,
+        "delivery_ok": delivery_ok,
         "workers_missing": missing,
         "drain_s": round(max((r["drain_s"] for r in reports), default=0.0), 3),
         "drain_quiet": all(r["quiet"] for r in reports),
@@ -83,19 +88,45 @@ def finish_run(
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "cpu_count": os.cpu_count(),
     }
-    _fire_verdicts(environment, check, missing, summary)
+    _fire_verdicts(environment, check, summary)
     _log_summary(summary)
+    if options.chat_summary:  # first: a run that is quitting may not outlive the sleep below
+        path = Path(options.chat_summary)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary, indent=2) + "\n")
     if getattr(options, "csv_prefix", None):
         # Locust writes its CSV once a second and not again at exit (locust#1806): let it run
         # once more, so the file holds the drain's deliveries and the delivery-check row.
         gevent.sleep(locust.stats.CSV_STATS_INTERVAL_SEC + 0.2)
-    if options.chat_summary:
-        path = Path(options.chat_summary)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def _fire_verdicts(environment: Environment, check: dict, missing: int, summary: dict) -> None:
+def run_problems(
+    check: dict, totals: dict[str, int], missing: int, setup_error: str | None
+) -> list[str]:
+    """Why the run fails, in words; empty when it passes. A run that measured nothing fails."""
+    problems = [setup_error] if setup_error else []
+    if totals["users"] == 0:
+        problems.append("no user joined")
+    elif check["expected"] == 0:
+        problems.append(
+            f"no delivery was expected ({check['sent']} messages sent): nothing was measured"
+        )
+    if totals["connect_failures"]:
+        problems.append(f"{totals['connect_failures']} connect failure(s)")
+    if totals["errors"]:
+        problems.append(f"{totals['errors']} error line(s) from the server")
+    if totals["disconnects"]:
+        problems.append(f"{totals['disconnects']} unexpected disconnect(s)")
+    if check["lost"]:
+        problems.append(f"{check['lost']} of {check['expected']} deliveries lost")
+    if check["duplicated"]:
+        problems.append(f"{check['duplicated']} deliveries duplicated")
+    if missing:
+        problems.append(f"{missing} worker(s) did not report")
+    return problems
+
+
+def _fire_verdicts(environment: Environment, check: dict, summary: dict) -> None:
     fire = environment.events.request.fire
     problems = [
         (check["lost"], "lost: sent, never received (end-of-run check)"),
@@ -111,12 +142,7 @@ def _fire_verdicts(environment: Environment, check: dict, missing: int, summary:
                 exception=DeliveryProblem(reason),
                 context={},
             )
-    verdict = None
-    if not summary["delivery_ok"]:
-        verdict = DeliveryProblem(
-            f"lost {check['lost']} and duplicated {check['duplicated']} of {check['expected']} "
-            f"expected deliveries; {missing} worker(s) did not report"
-        )
+    verdict = DeliveryProblem("; ".join(summary["problems"])) if summary["problems"] else None
     fire(
         request_type=REQUEST_TYPE,
         name="delivery-check",
@@ -140,7 +166,7 @@ def _log_summary(s: dict) -> None:
         d["received"],
         d["lost"],
         d["duplicated"],
-        "OK" if s["delivery_ok"] else "DELIVERY PROBLEM",
+        "OK" if not s["problems"] else "FAIL: " + "; ".join(s["problems"]),
     )
     if not s["drain_quiet"]:
         log.warning("the drain ended before the room went quiet: late messages count as lost")
