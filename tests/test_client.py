@@ -1,27 +1,89 @@
-"""The terminal client, driven as a user drives it: through pipes, a pseudo-terminal and tmux.
+"""The terminal client, driven as a user drives it: through pipes, a pseudo-terminal, and a
+pseudo-terminal rendered by pyte (a VT100 emulator, so no system terminal program is needed).
 
 Each test starts its own server (tests/conftest.py) on 127.0.0.1 and talks to the client from a
-raw-socket peer. Every process and tmux server started here is stopped by PID or by its private
-socket name, and every wait is bounded.
+raw-socket peer. Every process started here is stopped by PID, and every wait is bounded.
+No test here splits reads on purpose: the client frames with chat.protocol.LineDecoder, whose
+every split point tests/test_protocol.py replays, and the server re-frames every line, so a
+split towards the client cannot be forced without a fake server.
+
+Promises (README.md "A two-terminal session" and after, docs/CLIENT.md) -> tests:
+
+- defaults --host 127.0.0.1 --port 5555, --name asked
+    -> test_defaults_match_the_original_client
+- `--help` lists the options; a bad option is a usage error, status 2
+    -> test_help_option_lists_the_options
+    -> test_bad_option_is_a_usage_error_with_status_2
+- `-v` debug log on stderr
+    -> test_verbose_option_logs_debug_lines_on_stderr
+- `chat-client` script runs the same client
+    -> test_console_script_runs_the_same_client
+- `--name` skips the question; refused, you are asked
+    -> test_name_option_skips_the_question
+    -> test_refused_name_option_falls_back_to_the_question
+- a refused name: the reason, asked again
+    -> test_terminal_asks_the_name_again_with_the_servers_reason
+- the input line stays; messages print above it
+    -> test_incoming_message_does_not_tear_the_line_being_typed
+- own lines in the history as `you: ...`
+    -> test_own_messages_are_shown_in_the_history_and_sent
+- notice cyan, error red, private magenta, names bold, own dim
+    -> test_notices_errors_and_chat_are_styled_apart_on_colour_terminals
+- NO_COLOR=1 or TERM=dumb: plain text
+    -> test_no_color_turns_styling_off_on_a_terminal
+    -> test_colour_only_on_a_terminal_and_never_with_no_color
+- `text` reaches everyone else as `NAME: text`
+    -> test_own_messages_are_shown_in_the_history_and_sent
+    -> test_piped_lines_reach_others_and_end_of_input_leaves
+- `/msg NAME text` reaches only NAME
+    -> test_private_message_reaches_only_its_addressee_and_shows_in_the_history
+- `/help`: the client's keys, then the server's commands
+    -> test_help_lists_the_commands
+- leave, /quit, Ctrl-D, Ctrl-C leave with status 0
+    -> test_terminal_session_ends_cleanly_with_status_0
+    -> test_ctrl_c_at_the_name_question_exits_0
+    -> test_interrupt_signal_leaves_cleanly_with_status_0
+- server unreachable or gone: one sentence, status 1
+    -> test_refused_connection_exits_1_with_one_sentence
+    -> test_refused_connection_on_a_terminal_exits_1
+    -> test_server_going_away_exits_1_with_one_sentence
+    -> test_terminal_client_says_when_the_server_goes_away_and_exits_1
+- control characters made visible (`^[[2J`, `\\x9b`, `<U+202E>`, tabs)
+    -> test_escape_sequences_become_visible_caret_forms and the four pure tests after it
+    -> test_escape_sequence_from_another_user_never_reaches_the_terminal_raw
+- nobody can clear, recolour or rewrite your screen
+    -> test_escape_sequence_cannot_clear_or_colour_another_users_screen
+    -> test_other_users_escapes_are_neutralised_even_inside_styled_lines
+- piped: first line the name, lines sent, server lines printed safely, no colour
+    -> test_piped_session_prints_the_welcome_and_exits_0
+    -> test_piped_client_prints_what_others_send_safely
+- piped: end of input leaves, status 0
+    -> test_piped_lines_reach_others_and_end_of_input_leaves
+    -> test_empty_input_leaves_at_once_with_status_0
+- piped: `/quit` ends, later lines not sent
+    -> test_quit_command_ends_a_piped_session_and_later_lines_are_not_sent
+- piped: refused name, next line tried; input ends first: status 1, reason on stderr
+    -> test_piped_refused_name_is_followed_by_the_next_line_as_name
+    -> test_piped_refused_name_then_end_of_input_exits_1_with_the_reason
+- piped: waits up to 2 s after leaving for lines in flight
+    -> (none: needs a server that delays its close)
 """
 
 from __future__ import annotations
 
 import io
 import os
-import shlex
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import unicodedata
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pexpect
+import pyte
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -165,7 +227,7 @@ def pty_client() -> Iterator[Callable[..., pexpect.spawn]]:
     started: list[pexpect.spawn] = []
 
     def spawn(port: int, *extra: str, **env: str) -> pexpect.spawn:
-        # The pty cannot answer prompt_toolkit's cursor position request; tmux tests cover that.
+        # Nothing here answers prompt_toolkit's cursor position requests; `terminal` does.
         child = pexpect.spawn(
             sys.executable,
             client_args(port, *extra),
@@ -195,71 +257,75 @@ def exit_status(child: pexpect.spawn) -> int:
     return child.exitstatus
 
 
-class Tmux:
-    """A tmux server on a private socket: a real terminal emulator whose screen we can read."""
+class Terminal:
+    """The client on a pseudo-terminal, its output rendered by pyte, a VT100 emulator: the screen
+    a user would see, read as text and colours. pyte answers the cursor position requests that
+    prompt_toolkit sends, as a real terminal does."""
 
-    def __init__(self) -> None:
-        self.socket_name = f"chat-client-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.socket_path: str | None = None
+    ROWS, COLUMNS = 24, 100
 
-    def run(self, *args: str) -> str:
-        result = subprocess.run(
-            ["tmux", "-L", self.socket_name, "-f", "/dev/null", *args],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.child = pexpect.spawn(
+            argv[0],
+            argv[1:],
+            cwd=str(REPO),
+            env=env,
+            dimensions=(self.ROWS, self.COLUMNS),
             timeout=WAIT_S,
-            check=True,
         )
-        return result.stdout
+        self.screen = pyte.Screen(self.COLUMNS, self.ROWS)
+        self.screen.write_process_input = self._answer  # type: ignore[method-assign]
+        self.stream = pyte.ByteStream(self.screen)
 
-    def start(self, argv: list[str], env: dict[str, str]) -> None:
-        env_args = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
-        command = shlex.join(argv)
-        self.run("new-session", "-d", "-s", "chat", "-x", "100", "-y", "24", "-c", str(REPO))
-        self.socket_path = self.run("display-message", "-p", "#{socket_path}").strip()
-        self.run("set-option", "-t", "chat", "remain-on-exit", "on")
-        self.run("respawn-pane", "-k", "-t", "chat", *env_args, "-c", str(REPO), command)
+    def _answer(self, data: str) -> None:
+        self.child.send(data.encode())
 
-    def screen(self) -> list[str]:
-        return [line.rstrip() for line in self.run("capture-pane", "-p", "-t", "chat").split("\n")]
+    def _pump(self, timeout_s: float) -> None:
+        """Feed whatever the client wrote within `timeout_s` to the emulator."""
+        try:
+            self.stream.feed(self.child.read_nonblocking(65536, timeout=timeout_s))
+        except pexpect.TIMEOUT:
+            pass
+
+    def lines(self) -> list[str]:
+        return [line.rstrip() for line in self.screen.display]
 
     def wait_for(self, predicate: Callable[[list[str]], bool], what: str) -> list[str]:
         deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline:
-            screen = self.screen()
-            if predicate(screen):
-                return screen
-            time.sleep(0.1)
-        raise AssertionError(f"screen never showed {what}:\n" + "\n".join(self.screen()))
+            self._pump(0.05)
+            if predicate(self.lines()):
+                return self.lines()
+        raise AssertionError(f"screen never showed {what}:\n" + "\n".join(self.lines()))
+
+    def colours_of(self, row: int) -> set[str]:
+        """The foreground colours used on screen row `row`."""
+        return {char.fg for char in self.screen.buffer[row].values()}
 
     def type(self, text: str) -> None:
-        self.run("send-keys", "-t", "chat", "-l", text)
+        self.child.send(text)
 
-    def press(self, key: str) -> None:
-        self.run("send-keys", "-t", "chat", key)
+    def press_enter(self) -> None:
+        self.child.send("\r")
 
-    def kill(self) -> None:
-        subprocess.run(
-            ["tmux", "-L", self.socket_name, "kill-server"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=WAIT_S,
-        )
-        # tmux may leave its socket file behind.
-        if self.socket_path:
-            Path(self.socket_path).unlink(missing_ok=True)
+    def close(self) -> None:
+        self.child.close(force=True)
 
 
 @pytest.fixture
-def tmux() -> Iterator[Tmux]:
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
-    session = Tmux()
-    try:
-        yield session
-    finally:
-        session.kill()
+def terminal() -> Iterator[Callable[..., Terminal]]:
+    """Start clients on an emulated terminal; each is closed (killed by PID) at the end."""
+    started: list[Terminal] = []
+
+    def start(port: int, *extra: str) -> Terminal:
+        started.append(
+            Terminal([sys.executable, *client_args(port, *extra)], client_env(TERM="xterm"))
+        )
+        return started[-1]
+
+    yield start
+    for term in started:
+        term.close()
 
 
 def _free_port() -> int:
@@ -309,6 +375,9 @@ def test_notices_errors_and_chat_are_styled_apart_on_colour_terminals() -> None:
     assert chat.endswith(": hi") and "\x1b[1malice" in chat
     assert notice == "\x1b[36m* alice joined the chat" + SGR_RESET
     assert error == "\x1b[1;31m! no such user: zed" + SGR_RESET
+    private = format_server_line("alice (private): psst", colour=True)
+    assert private == "\x1b[35malice (private)" + SGR_RESET + ": psst"
+    assert format_own_line("hello", colour=True) == "\x1b[2myou: hello" + SGR_RESET
 
 
 def test_without_colour_lines_are_shown_as_the_server_sent_them() -> None:
@@ -430,6 +499,21 @@ def test_refused_connection_exits_1_with_one_sentence() -> None:
     )
 
 
+def test_bad_option_is_a_usage_error_with_status_2() -> None:
+    result = run_piped(5555, "", "--port", "x")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "chat-client: error: argument --port: invalid int value: 'x'"
+    )
+
+
+def test_verbose_option_logs_debug_lines_on_stderr(server: ServerProcess) -> None:
+    result = run_piped(server.port, "alice\n", "-v")
+    assert result.returncode == 0
+    assert f"chat-client: connected to 127.0.0.1:{server.port}" in result.stderr.splitlines()
+    assert "* welcome, alice!" in result.stdout
+
+
 def test_help_option_lists_the_options() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "chat.client", "--help"],
@@ -468,6 +552,21 @@ def test_own_messages_are_shown_in_the_history_and_sent(
     child.sendline("hello alice")
     child.expect_exact("you: hello alice")
     alice.expect("bob: hello alice")
+
+
+def test_private_message_reaches_only_its_addressee_and_shows_in_the_history(
+    server: ServerProcess, peers, pty_client
+) -> None:
+    alice = peers(server.address, "alice")
+    carol = peers(server.address, "carol")
+    child = pty_client(server.port, "--name", "bob")
+    child.expect_exact("* welcome, bob!")
+    carol.expect("* bob joined the chat")
+    child.sendline("/msg alice psst")
+    child.expect_exact("you: /msg alice psst")
+    assert alice.expect("psst") == "bob (private): psst"
+    carol.send("/who")  # replies keep their order: had carol got "psst", it would come first
+    assert carol.expect("").startswith("* online (")
 
 
 def test_help_lists_the_commands(server: ServerProcess, pty_client) -> None:
@@ -536,47 +635,48 @@ def test_escape_sequence_from_another_user_never_reaches_the_terminal_raw(
     assert "\u009b".encode() not in output and "\u202e".encode() not in output
 
 
-# --- a real terminal emulator: tmux renders the screen ------------------------------------------
+# --- a real terminal emulator: pyte renders the screen ---------------------------------------
 
 
 def test_incoming_message_does_not_tear_the_line_being_typed(
-    server: ServerProcess, peers, tmux: Tmux
+    server: ServerProcess, peers, terminal
 ) -> None:
     alice = peers(server.address, "alice")
-    tmux.start([sys.executable, *client_args(server.port, "--name", "bob")], client_env())
-    tmux.wait_for(lambda s: any(line.startswith("* welcome, bob!") for line in s), "welcome")
+    term = terminal(server.port, "--name", "bob")
+    term.wait_for(lambda s: any(line.startswith("* welcome, bob!") for line in s), "welcome")
     alice.expect("* bob joined the chat")
-    tmux.type("half typed words")
-    tmux.wait_for(lambda s: "> half typed words" in s, "the typed text")
+    term.type("half typed words")
+    term.wait_for(lambda s: "> half typed words" in s, "the typed text")
 
     alice.send("incoming while typing")
-    # Polled until both are there: a capture may fall between the message and the redrawn prompt.
-    screen = tmux.wait_for(
+    # Polled until both are there: a look may fall between the message and the redrawn prompt.
+    screen = term.wait_for(
         lambda s: "alice: incoming while typing" in s and "> half typed words" in s,
         "the message above the typed text",
     )
     assert screen.index("alice: incoming while typing") < screen.index("> half typed words")
     assert [line for line in screen if line][-1] == "> half typed words"
 
-    tmux.type(" and the rest")
-    tmux.press("Enter")
+    term.type(" and the rest")
+    term.press_enter()
     alice.expect("bob: half typed words and the rest")
-    tmux.wait_for(lambda s: "you: half typed words and the rest" in s, "own line in history")
+    term.wait_for(lambda s: "you: half typed words and the rest" in s, "own line in history")
 
 
 def test_escape_sequence_cannot_clear_or_colour_another_users_screen(
-    server: ServerProcess, peers, tmux: Tmux
+    server: ServerProcess, peers, terminal
 ) -> None:
     mallory = peers(server.address, "mallory")
-    tmux.start([sys.executable, *client_args(server.port, "--name", "bob")], client_env())
-    tmux.wait_for(lambda s: any(line.startswith("* welcome, bob!") for line in s), "welcome")
+    term = terminal(server.port, "--name", "bob")
+    term.wait_for(lambda s: any(line.startswith("* welcome, bob!") for line in s), "welcome")
     mallory.expect("* bob joined the chat")
     mallory.send(EVIL)
-    screen = tmux.wait_for(lambda s: f"mallory: {EVIL_VISIBLE}" in s, "the visible form")
+    screen = term.wait_for(lambda s: f"mallory: {EVIL_VISIBLE}" in s, "the visible form")
     assert any(line.startswith("* welcome, bob!") for line in screen), "screen was cleared"
-    coloured = tmux.run("capture-pane", "-p", "-e", "-t", "chat")
-    evil_line = next(line for line in coloured.split("\n") if "evil" in line)
-    assert "\x1b[31m" not in evil_line
+    welcome_row = next(i for i, line in enumerate(screen) if line.startswith("* welcome, bob!"))
+    assert term.colours_of(welcome_row) == {"cyan"}  # the emulator does render colours
+    evil_row = screen.index(f"mallory: {EVIL_VISIBLE}")
+    assert term.colours_of(evil_row) == {"default"}
 
 
 def test_interrupt_signal_leaves_cleanly_with_status_0(
@@ -615,8 +715,8 @@ def test_refused_name_option_falls_back_to_the_question(
 
 def test_console_script_runs_the_same_client(server: ServerProcess) -> None:
     script = Path(sys.executable).with_name("chat-client")
-    if not script.exists():
-        pytest.skip("chat-client is not installed in this environment")
+    # `make test` installs the project (pip install -e '.[dev]'), script included.
+    assert script.exists(), f"{script} is missing: install the project with pip install -e ."
     result = subprocess.run(
         [str(script), "--port", str(server.port)],
         input="alice\nleave\n",
