@@ -1,7 +1,63 @@
 """The Locust load test, run as users run it: a server subprocess, `locust --headless`, its CSV.
 
-Locust monkey-patches the process it is imported into, so everything here runs in subprocesses,
-and every process is stopped by its PID (Locust's --processes workers by its process group).
+Locust monkey-patches the process it is imported into, so everything here runs in subprocesses
+(loadtest/cpu_use.py, which imports no Locust, is the exception), and every process is stopped by
+its PID (Locust's --processes workers by its process group). No sleep splits reads here: the
+ledger scenario feeds the load test's client one byte at a time instead, and checks that each
+line counts exactly when its last byte arrives.
+
+Promises (README.md "Load testing", docs/LOADTEST.md) -> tests:
+
+- `make loadtest` (loadtest.run): server on a free port, headless run, every delivery checked,
+  CSV + HTML + summary written, server stopped by PID, RESULT line and exit status
+    -> test_make_loadtest_driver_starts_a_server_runs_and_writes_the_report
+    -> test_make_loadtest_driver_fails_and_says_why_when_nothing_was_measured
+    -> test_sigterm_stops_the_driver_its_locust_and_its_server
+- its bad options are one-line usage errors
+    -> test_bad_driver_options_are_one_line_usage_errors
+- each user joins under a unique name, reads everything, times every message (`deliver`)
+    -> test_headless_run_connects_sends_and_delivers_every_message_without_failures
+- the room sends RATE messages a second whatever the number of users; 0: everyone listens
+    -> test_headless_run_... (assert_room_rate)
+    -> test_a_room_where_everyone_only_listens_measures_no_delivery_and_fails
+- `--chat-message-bytes` sets the message length
+    -> test_headless_run_... (send row's content size)
+- `--chat-deliver-sample N`: every Nth delivery a `deliver` request, every one still checked
+    -> test_two_processes_merge_their_ledgers_and_lose_nothing
+- `--csv` writes _stats, _stats_history, _failures, _exceptions; `--html`; `--chat-summary`
+    -> test_headless_run_...
+- `--processes`: ledgers merged over Locust's messaging, nothing lost
+    -> test_two_processes_merge_their_ledgers_and_lose_nothing
+- rows: `connect` fails on refusal and on `! ` answers; `error` rows carry the server's text
+    -> test_refused_joins_and_server_errors_are_failures_with_their_reason
+    -> test_nothing_listening_on_the_port_is_a_fail_that_says_no_user_joined
+- `disconnect` fails with the reason and the server's last words
+    -> test_a_server_going_away_is_a_disconnect_failure_with_its_last_words
+- delivery check: gaps lost, repeats duplicated, late joiners and early leavers owed their
+  window, processes merged, foreign lines counted apart
+    -> test_ledger_counts_gaps_and_missing_tails_as_lost_and_repeats_as_duplicated
+- the verdict: FAIL, with reasons, on loss, connect failure, error, disconnect, or nothing
+  measured; the `delivery-check` row fails with it; exit status 1 (2: usage error)
+    -> test_nothing_listening_on_the_port_is_a_fail_that_says_no_user_joined
+    -> test_a_room_where_everyone_only_listens_measures_no_delivery_and_fails
+    -> test_refused_joins_and_server_errors_are_failures_with_their_reason
+    -> test_a_missing_or_impossible_host_is_a_usage_error_and_a_fail
+- cross-check with `/stats`: messages_in and deliveries_out agree exactly
+    -> assert_clean_run (both clean-run tests)
+- `--host` HOST:PORT, tcp://HOST:PORT, [::1]:PORT; no port or a bad one is a usage error
+    -> test_host_forms_in_the_guide_parse_and_bad_ports_are_usage_errors
+    -> test_nothing_listening_on_the_port_... (runs with tcp://)
+- CPU average and peak (peak never below the average), per Locust process and for the server
+    -> test_busiest_window_* (three), assert_clean_run, test_make_loadtest_driver_starts_...
+- the CSV holds the drain and the delivery-check row (the 1.2 s wait for locust#1806)
+    -> every run_locust test reads the delivery-check row from the CSV
+- `python loadtest/chat_user.py --help` lists every `--chat-*` option of the guide
+    -> test_every_chat_option_in_the_guide_is_listed_by_the_locustfile_help
+    -> test_every_chat_option_the_readme_names_exists (strict xfail: README says
+       --chat-message-size)
+- not tested: the web UI, `--master`/`--worker` across machines and `-f -`, a worker that does
+  not report, `--chat-clock wall`, `--chat-latency-to` values, `--chat-connect-timeout-s`,
+  `--chat-name-prefix`, subclassing ChatUser, the CPU-bound and busy-machine flags.
 """
 
 from __future__ import annotations
