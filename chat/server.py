@@ -21,7 +21,13 @@ from itertools import islice
 
 from chat import protocol
 from chat.delivery import Delivery, Outbox, make_delivery
-from chat.protocol import LINE_TOO_LONG, Command, Leave, Message, encode_line
+from chat.flood import (
+    FLOOD_BURST_BYTES,
+    FLOOD_RATE_BYTES_PER_S,
+    FloodBudget,
+    delivery_cost,
+)
+from chat.protocol import LINE_TOO_LONG, Command, Leave, Message, Refused, encode_line
 from chat.texts import Texts, default_lang
 
 log = logging.getLogger("chat.server")
@@ -45,6 +51,7 @@ THREAD_STACK_BYTES = 256 * 1024
 SWITCH_INTERVAL_S = 0.05
 SHUTDOWN_FLUSH_S = 0.5  # of the 2 s a stop may take: flushing the goodbye notice
 SHUTDOWN_JOIN_S = 0.3  # and then for reader threads (daemons: their sockets are already shut down)
+THROTTLE_CHECK_S = 0.25  # a throttled reader looks up this often to see whether it was cut
 WELCOME_NAMES = 20
 WHO_LINE_CHARS = 1000
 
@@ -62,6 +69,8 @@ class Config:
     notice_limit: int = NOTICE_LIMIT
     delivery: str = "queued"
     writers: int = 1
+    flood_rate: int = FLOOD_RATE_BYTES_PER_S
+    flood_burst: int = FLOOD_BURST_BYTES
     lang: str = "en"
 
 
@@ -78,9 +87,12 @@ class Client:
         "messages_in",
         "bytes_in",
         "deliveries_out",
+        "budget",
+        "cost",
+        "throttled",
     )
 
-    def __init__(self, sock: socket.socket, peer: str, max_line: int) -> None:
+    def __init__(self, sock: socket.socket, peer: str, max_line: int, budget: FloodBudget) -> None:
         self.sock = sock
         self.peer = peer
         self.name: str | None = None
@@ -90,6 +102,13 @@ class Client:
         self.messages_in = 0
         self.bytes_in = 0
         self.deliveries_out = 0
+        self.budget = budget
+        self.cost = 0  # what this client's lines made the server send, not yet charged
+        self.throttled = 0  # times its reader stopped reading because it was over budget
+
+    def over_budget(self, upcoming: int) -> bool:
+        """Would what it already caused, plus `upcoming`, put it over its flood budget?"""
+        return self.budget.available(time.monotonic()) < self.cost + upcoming
 
 
 class Registry:
@@ -175,7 +194,7 @@ class ChatServer:
         self._connections: set[Client] = set()
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()  # guards _connections, _threads and the retired totals
-        self._retired = {"messages_in": 0, "bytes_in": 0, "deliveries_out": 0}
+        self._retired = {"messages_in": 0, "bytes_in": 0, "deliveries_out": 0, "throttled": 0}
         self._slow_consumers = 0
         self._started = time.monotonic()
         self._stopping = threading.Event()
@@ -237,15 +256,16 @@ class ChatServer:
             totals = dict(self._retired)
             live = list(self._connections)
         for client in live:
-            totals["messages_in"] += client.messages_in
-            totals["bytes_in"] += client.bytes_in
-            totals["deliveries_out"] += client.deliveries_out
+            for key in totals:
+                totals[key] += getattr(client, key)
+        throttled = totals.pop("throttled")
         return {
             "clients": len(self.registry),
             "connections": len(live),
             **totals,
             "bytes_out": self.delivery.bytes_out(),
             "slow_consumers": self._slow_consumers,
+            "throttled": throttled,
             "uptime_s": round(time.monotonic() - self._started, 1),
         }
 
@@ -272,7 +292,8 @@ class ChatServer:
             log.warning("refused %s: server full", peer)
             self._refuse(sock, self.texts("full", limit=self.config.max_clients))
             return
-        client = Client(sock, peer, self.config.max_line)
+        budget = FloodBudget(self.config.flood_rate, self.config.flood_burst, time.monotonic())
+        client = Client(sock, peer, self.config.max_line, budget)
         client.box = self.delivery.outbox(sock, lambda: self._slow_consumer(client))
         thread = threading.Thread(
             target=self._serve_client, args=(client,), name=f"client-{peer}", daemon=True
@@ -335,7 +356,9 @@ class ChatServer:
                     continue
                 if verdict:
                     _set_recv_timeout(client.sock, 0)
-                    return self._handle_lines(client, lines[index + 1 :])
+                    return self._handle_lines(client, lines[index + 1 :]) and self._pay(client)
+                return False
+            if not self._pay(client):
                 return False
 
     def _try_name(self, client: Client, line: bytes | protocol.LineTooLong) -> bool | None:
@@ -350,6 +373,7 @@ class ChatServer:
             return False
         if not self._name_allowed(client, name):
             return None
+        name = protocol.normalize_name(name)
         if not self.registry.add(client, name):
             self._error(client, "name_taken", name=name)
             return None
@@ -359,9 +383,7 @@ class ChatServer:
     def _name_allowed(self, client: Client, name: str) -> bool:
         problem = protocol.name_problem(name)
         if problem is not None:
-            key = {"empty": "name_empty", "too-long": "name_too_long", "bad-char": "name_bad_char"}[
-                problem
-            ]
+            key = "name_" + problem.replace("-", "_")  # the texts catalogue has one per code
             self._error(client, key, name=name, limit=protocol.MAX_NAME_CHARS)
             return False
         return True
@@ -381,12 +403,31 @@ class ChatServer:
             if not data:
                 return
             client.bytes_in += len(data)
-            if not self._handle_lines(client, decoder.feed(data)):
+            if not (self._handle_lines(client, decoder.feed(data)) and self._pay(client)):
                 return
 
+    def _pay(self, client: Client) -> bool:
+        """Charge what the client's lines made the server send; over budget, stop reading until
+        the bucket refills, so TCP pushes back on the sender. False: the server is stopping."""
+        budget = client.budget
+        budget.charge(client.cost, time.monotonic())
+        client.cost = 0
+        wait_s = budget.wait_s(time.monotonic())
+        if wait_s > 0:
+            client.throttled += 1
+        while wait_s > 0 and client.reason is None:
+            if self._stopping.wait(min(wait_s, THROTTLE_CHECK_S)):
+                return False
+            wait_s = budget.wait_s(time.monotonic())
+        return True
+
     def _handle_lines(self, client: Client, lines: Sequence[bytes | protocol.LineTooLong]) -> bool:
-        """Act on a read's worth of lines; runs of messages go out as one batch. False: leave."""
+        """Act on a read's worth of lines; runs of messages go out as one batch, cut short when
+        the sender runs out of flood budget (it then waits). False: leave, or server stopping."""
         batch: list[str] = []
+        batch_cost = 0
+        fanout = len(self.registry) - 1
+        name_bytes = len(client.name or "") + len(": ")  # each chat line's prefix
         for line in lines:
             text = self._decode(client, line)
             if text is None:
@@ -394,15 +435,26 @@ class ChatServer:
             parsed = protocol.parse_client_line(text)
             if isinstance(parsed, Message):
                 batch.append(parsed.text)
+                batch_cost += delivery_cost(name_bytes + len(line), fanout)  # type: ignore[arg-type]
+                if client.over_budget(batch_cost):
+                    self._broadcast_messages(client, batch)
+                    batch, batch_cost = [], 0
+                    if not self._pay(client):
+                        return False
                 continue
             if parsed is None:
                 continue
             self._broadcast_messages(client, batch)
-            batch = []
+            batch, batch_cost = [], 0
             if isinstance(parsed, Leave):
                 self._notice(client, "bye", name=client.name)
                 return False
-            self._command(client, parsed)
+            if isinstance(parsed, Refused):
+                self._error(client, "bad_text")
+            else:
+                self._command(client, parsed)
+            if client.over_budget(0) and not self._pay(client):
+                return False
         self._broadcast_messages(client, batch)
         return True
 
@@ -422,10 +474,11 @@ class ChatServer:
         client.messages_in += len(texts)
         if log.isEnabledFor(logging.INFO):
             for text in texts:
-                log.info("%s", protocol.chat_line(client.name, text))  # type: ignore[arg-type]
+                log.info("%s", protocol.chat_line(client.name, protocol.for_log(text)))  # type: ignore[arg-type]
         lines = [encode_line(protocol.chat_line(client.name, text)) for text in texts]  # type: ignore[arg-type]
         recipients = self.delivery.broadcast(client.box, self.registry.boxes, lines)
         client.deliveries_out += recipients * len(texts)
+        client.cost += delivery_cost(sum(map(len, lines)), recipients, len(lines))
 
     def _finish(self, client: Client) -> None:
         if self.registry.remove(client):
@@ -478,8 +531,9 @@ class ChatServer:
             return
         client.messages_in += 1
         client.deliveries_out += 1
-        log.info("%s -> %s: %s", client.name, target.name, text)
-        self._send(target, protocol.private_line(client.name, text))  # type: ignore[arg-type]
+        log.info("%s -> %s: a private message", client.name, target.name)
+        log.debug("%s -> %s: %s", client.name, target.name, protocol.for_log(text))
+        self._send(target, protocol.private_line(client.name, text), payer=client)  # type: ignore[arg-type]
 
     def _cmd_nick(self, client: Client, arg: str) -> None:
         new = arg.strip()
@@ -488,7 +542,10 @@ class ChatServer:
             return
         if not self._name_allowed(client, new):
             return
-        old = client.name
+        new, old = protocol.normalize_name(new), client.name
+        if new == old:  # nothing changes: nobody needs to hear about it
+            self._notice(client, "you_are", name=new)
+            return
         if not self.registry.rename(client, new):
             self._error(client, "name_taken", name=new)
             return
@@ -505,8 +562,11 @@ class ChatServer:
 
     # --- sending helpers -----------------------------------------------------------------------
 
-    def _send(self, client: Client, line: str) -> None:
-        self.delivery.send(client.box, encode_line(line))
+    def _send(self, client: Client, line: str, payer: Client | None = None) -> None:
+        """One line to one client, charged to whoever caused it (the client itself by default)."""
+        data = encode_line(line)
+        (payer or client).cost += delivery_cost(len(data), 1)
+        self.delivery.send(client.box, data)
 
     def _notice(self, client: Client, key: str, **fields: object) -> None:
         self._send(client, protocol.notice_line(self.texts(key, **fields)))
@@ -519,7 +579,8 @@ class ChatServer:
         if self._closing or len(self.registry) > self.config.notice_limit:
             return
         line = encode_line(protocol.notice_line(self.texts(key, **fields)))
-        self.delivery.broadcast(client.box, self.registry.boxes, [line])
+        recipients = self.delivery.broadcast(client.box, self.registry.boxes, [line])
+        client.cost += delivery_cost(len(line), recipients)
 
 
 def _set_recv_timeout(sock: socket.socket, seconds: float) -> None:
@@ -595,6 +656,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--writers", type=_positive_int, default=1, help="writer threads for queued delivery")
     add(
+        "--flood-rate",
+        type=_non_negative_int,
+        default=FLOOD_RATE_BYTES_PER_S,
+        help="bytes per second a client may make the server send (each line counted once per "
+        "recipient, plus 64 per line); over it the server stops reading from that client for a "
+        "while. 0 turns flood control off",
+    )
+    add(
+        "--flood-burst",
+        type=_positive_int,
+        default=FLOOD_BURST_BYTES,
+        help="bytes a client may make the server send at once before --flood-rate applies",
+    )
+    add(
         "--switch-interval",
         type=float,
         default=SWITCH_INTERVAL_S,
@@ -628,6 +703,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _raise_open_files_limit() -> None:
     """10,000 clients need 10,000 descriptors: lift the soft limit to the hard one."""
     try:
@@ -657,6 +739,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         notice_limit=args.notice_limit,
         delivery=args.delivery,
         writers=args.writers,
+        flood_rate=args.flood_rate,
+        flood_burst=args.flood_burst,
         lang=args.lang or default_lang(),
     )
     _raise_open_files_limit()

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from bench.server_proc import ServerProcess, start_process
 from chat.protocol import LineDecoder
+from chat.server import ChatServer, Config
 
-__all__ = ["Peer", "ServerProcess", "start_server"]
+__all__ = ["Peer", "ServerProcess", "room", "running", "start_server"]
 
 
 def start_server(*args: str) -> ServerProcess:
@@ -35,8 +38,17 @@ def server_process() -> Iterator[ServerProcess]:
 class Peer:
     """A raw-socket chat client for tests: send lines, wait for lines, all with deadlines."""
 
-    def __init__(self, address: tuple[str, int], name: str | None = None, timeout_s: float = 5.0):
-        self.sock = socket.create_connection(address, timeout=timeout_s)
+    def __init__(
+        self,
+        address: tuple[str, int],
+        name: str | None = None,
+        timeout_s: float = 5.0,
+        source: str | None = None,
+    ):
+        """Connect (from the loopback address `source`, e.g. an attacker's 127.0.0.2) and read the
+        greeting; with `name`, join as that name."""
+        bind = (source, 0) if source else None
+        self.sock = socket.create_connection(address, timeout=timeout_s, source_address=bind)
         self.decoder = LineDecoder(1 << 20)
         self.lines: deque[str] = deque()
         self.closed = False
@@ -126,3 +138,29 @@ class Peer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+@contextmanager
+def running(**options) -> Iterator[ChatServer]:
+    """An in-process server on 127.0.0.1, port 0 (`.address`), stopped afterwards."""
+    server = ChatServer(Config(host="127.0.0.1", port=0, **options))
+    server.address = server.bind()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        thread.join(5)
+        server.shutdown()
+
+
+def room(server, *names: str) -> list[Peer]:
+    """Join `names` in order and consume the join notices, so each peer starts with no backlog."""
+    peers: list[Peer] = []
+    for name in names:
+        peer = Peer(server.address, name)
+        for other in peers:
+            other.expect_line(f"* {name} joined the chat")
+        peers.append(peer)
+    return peers

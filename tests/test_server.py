@@ -14,29 +14,14 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
-from conftest import Peer, start_server
+from conftest import Peer, room, running, start_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chat.protocol import LineDecoder, parse_server_line, parse_stats
-from chat.server import ChatServer, Config
-
-
-@contextmanager
-def running(**options) -> Iterator[ChatServer]:
-    server = ChatServer(Config(host="127.0.0.1", port=0, **options))
-    server.address = server.bind()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        thread.join(5)
-        server.shutdown()
+from chat.server import ChatServer
 
 
 @pytest.fixture(params=["queued", "inline"])
@@ -49,17 +34,6 @@ def server(request) -> Iterator[ChatServer]:
 def queued() -> Iterator[ChatServer]:
     with running() as srv:
         yield srv
-
-
-def room(server, *names: str) -> list[Peer]:
-    """Join `names` in order and consume the join notices, so each peer starts with no backlog."""
-    peers: list[Peer] = []
-    for name in names:
-        peer = Peer(server.address, name)
-        for other in peers:
-            other.expect_line(f"* {name} joined the chat")
-        peers.append(peer)
-    return peers
 
 
 # --- joining -----------------------------------------------------------------------------------
@@ -344,13 +318,14 @@ def test_stats_counts_messages_and_deliveries(server):
     stats = parse_stats(parse_server_line(line).text)
     assert list(stats) == [
         "clients", "connections", "messages_in", "bytes_in", "deliveries_out", "bytes_out",
-        "slow_consumers", "uptime_s",
+        "slow_consumers", "throttled", "uptime_s",
     ]  # fmt: skip
     assert stats["clients"] == 3
     assert stats["connections"] == 4
     assert stats["messages_in"] == 2
     assert stats["deliveries_out"] == 4
     assert stats["slow_consumers"] == 0
+    assert stats["throttled"] == 0
     # Every byte every client sent: names, two messages and the /stats line itself.
     assert stats["bytes_in"] == len(b"alice\nbob\ncarol\none\ntwo\n/stats\n")
     # Every byte the server sent before this reply: each peer has read all of it.

@@ -1,0 +1,162 @@
+"""Hostile clients: floods, expensive commands, clients that never read, many connections.
+
+Attackers connect from other loopback addresses (127.0.0.2 and up); every loop is bounded in count
+and time. No test here times the server: each asserts what a client sees (what arrives, in which
+order, who is cut) and the server's own counters.
+"""
+
+from __future__ import annotations
+
+import time
+
+from conftest import Peer, room, running, start_server
+
+from chat.flood import LINE_COST_BYTES, FloodBudget, delivery_cost
+from chat.protocol import parse_server_line, parse_stats
+
+ATTACKER = "127.0.0.2"
+
+
+def stats_of(peer: Peer) -> dict[str, float]:
+    peer.send("/stats")
+    return parse_stats(parse_server_line(peer.expect(lambda x: x.startswith("* stats:"))).text)
+
+
+def stats_once_throttled(peer: Peer, timeout_s: float = 5.0) -> dict[str, float]:
+    """/stats, asked again until some client has been throttled (bounded by `timeout_s`)."""
+    deadline = time.monotonic() + timeout_s
+    stats = stats_of(peer)
+    while stats["throttled"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+        stats = stats_of(peer)
+    assert stats["throttled"] >= 1, stats
+    return stats
+
+
+# --- the budget itself (no sockets) ------------------------------------------------------------
+
+
+def test_budget_allows_a_burst_then_holds_the_sustained_rate():
+    budget = FloodBudget(rate=1000, burst=5000, now=0.0)
+    budget.charge(5000, now=0.0)
+    assert budget.wait_s(0.0) == 0  # the whole burst, at once
+    budget.charge(2000, now=0.0)
+    assert budget.wait_s(0.0) == 2.0  # 2000 over at 1000/s
+    assert budget.wait_s(1.5) == 0.5
+    assert budget.wait_s(2.0) == 0
+    assert budget.wait_s(100.0) == 0  # idle time refills only up to the burst
+    budget.charge(5001, now=100.0)
+    assert budget.wait_s(100.0) == 0.001
+
+
+def test_zero_rate_turns_flood_control_off():
+    budget = FloodBudget(rate=0, burst=1, now=0.0)
+    budget.charge(10**12, now=0.0)
+    assert budget.wait_s(0.0) == 0
+
+
+def test_a_line_costs_its_bytes_and_a_fixed_share_per_recipient():
+    assert delivery_cost(100, 50) == 50 * (100 + LINE_COST_BYTES)
+    assert delivery_cost(100, 50, lines=3) == 50 * (100 + 3 * LINE_COST_BYTES)
+    assert delivery_cost(100, 0) == 100 + LINE_COST_BYTES  # a reply to oneself still costs
+
+
+# --- flood control through real sockets --------------------------------------------------------
+
+
+def test_a_flooder_is_held_at_its_budget_while_others_chat_and_nothing_is_lost():
+    lines = 2000  # 210 kB: more than one read of the server's (64 kB)
+    body = "f" * 100
+    # Each flood line costs 2 recipients x 164 bytes: 2000 lines are ~660 kB, 2 s at 300 kB/s.
+    with running(flood_rate=300_000, flood_burst=20_000) as srv:
+        alice, bob = room(srv, "alice", "bob")
+        flooder = Peer(srv.address, "flooder", source=ATTACKER)
+        alice.expect_line("* flooder joined the chat")
+        bob.expect_line("* flooder joined the chat")
+        flooder.send_raw(b"".join(b"%d %s\n" % (i, body.encode()) for i in range(lines)))
+        bob.expect(lambda line: line.startswith("flooder: 0 "))
+        # The server stopped reading from the flooder: at most one read of its lines came in.
+        stats = stats_once_throttled(alice)
+        assert stats["bytes_in"] < len(b"alice\nbob\nflooder\n") + lines * 105
+        alice.send("still here")  # a polite client is not held behind the flooder
+        got = []
+        for _ in range(lines):  # the flood lines left and alice's
+            got.append(bob.expect(lambda x: True, timeout_s=20))
+        numbers = [int(x.split()[1]) for x in got if x.startswith("flooder: ")]
+        assert numbers == list(range(1, lines))  # every line, once, in order: nothing dropped
+        assert "alice: still here" in got
+        assert got.index("alice: still here") < len(got) - 1  # it did not wait for the flood
+        assert flooder.barrier() == ["alice: still here"]  # still connected, never told off
+        assert stats_of(bob)["slow_consumers"] == 0
+
+
+def test_expensive_commands_are_paced_by_the_same_budget():
+    with running(flood_rate=20_000, flood_burst=5_000) as srv:
+        (watcher,) = room(srv, "watcher")
+        spammer = Peer(srv.address, "spammer", source=ATTACKER)
+        spammer.send_raw(b"/help\n" * 200)  # ~200 x 9 reply lines: far over 5 kB
+        spammer.expect(lambda x: x.startswith("* commands"))
+        stats_once_throttled(watcher)
+        watcher.send("/who")  # the watcher is served at once
+        watcher.expect(lambda x: x.startswith("* online (2)"))
+
+
+def test_flood_control_can_be_turned_off():
+    with running(flood_rate=0) as srv:
+        alice, bob = room(srv, "alice", "bob")
+        alice.send_raw(b"x" * 1000 + b"\n" + b"".join(b"%d\n" % i for i in range(20_000)))
+        bob.expect_line("alice: " + "x" * 1000)
+        for i in range(20_000):
+            assert bob.expect(lambda x: True) == f"alice: {i}"
+        assert stats_of(bob)["throttled"] == 0
+
+
+# --- names and text that cannot impersonate ----------------------------------------------------
+
+
+def test_a_lookalike_of_someone_online_is_refused_and_may_try_again():
+    with running() as srv:
+        (alice,) = room(srv, "alice")
+        mallory = Peer(srv.address, source=ATTACKER)
+        for lookalike in ("\u0430lice", "ａｌｉｃｅ", "al\u0131ce", "ALICE"):  # Cyrillic а, ...
+            assert mallory.join(lookalike).startswith("! name refused: ")
+        assert mallory.join("alice\u3164").startswith("! name refused: ")  # invisible filler
+        assert mallory.join("mallory") == "* welcome, mallory! 2 online: alice, mallory"
+
+
+def test_chat_text_that_could_forge_a_line_is_refused_and_nobody_sees_it():
+    with running() as srv:
+        alice, bob = room(srv, "alice", "bob")
+        for text in ("hi\r* bob left the chat.", "a\u2028b", "nel\u0085x", "nul\0", "\x1b[2J"):
+            alice.send_raw(text.encode() + b"\n")
+            assert alice.expect(lambda _: True) == "! " + srv.texts("bad_text")
+        alice.send("tab\there is fine")
+        bob.expect_line("alice: tab\there is fine")
+        assert bob.barrier() == []
+
+
+def test_renaming_to_the_same_name_is_not_announced():
+    with running() as srv:
+        alice, bob = room(srv, "alice", "bob")
+        bob.send("/nick bob")
+        bob.expect_line("* you are now bob")
+        assert alice.barrier() == []
+        bob.send("/nick Bob")  # a new spelling is a rename others see
+        alice.expect_line("* bob is now known as Bob")
+
+
+def test_the_log_escapes_what_clients_send_and_keeps_private_text_out():
+    server = start_server()  # INFO: every message is logged
+    try:
+        alice = Peer(server.address, "alice")
+        bob = Peer(server.address, "bob")
+        alice.expect_line("* bob joined the chat")
+        alice.send("abc\u202edef")  # a bidi override would flip the rest of the operator's line
+        bob.expect_line("alice: abc\u202edef")
+        alice.send("/msg bob secret words")
+        bob.expect_line("alice (private): secret words")
+    finally:
+        assert server.stop() == 0
+    log = server.stderr_text
+    assert "alice: abc\\u202edef" in log and "\u202e" not in log
+    assert "alice -> bob: a private message" in log and "secret words" not in log
