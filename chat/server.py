@@ -53,7 +53,7 @@ SHUTDOWN_FLUSH_S = 0.5  # of the 2 s a stop may take: flushing the goodbye notic
 SHUTDOWN_JOIN_S = 0.3  # and then for reader threads (daemons: their sockets are already shut down)
 THROTTLE_CHECK_S = 0.25  # a throttled reader looks up this often to see whether it was cut
 WELCOME_NAMES = 20
-WHO_LINE_CHARS = 1000
+WHO_LINE_BYTES = 1000  # a /who line, "* " included, newline not
 
 
 @dataclass
@@ -517,7 +517,8 @@ class ChatServer:
     def _cmd_who(self, client: Client, arg: str) -> None:
         names = sorted((m.name for m in self.registry.members), key=str.casefold)  # type: ignore[arg-type]
         first = self.texts("who", count=len(names), names="")
-        for chunk in _wrap(names, WHO_LINE_CHARS, first):
+        width = WHO_LINE_BYTES - len(protocol.notice_line("").encode())
+        for chunk in _wrap(names, width, first):
             self._send(client, protocol.notice_line(chunk))
 
     def _cmd_msg(self, client: Client, arg: str) -> None:
@@ -593,14 +594,18 @@ def _set_recv_timeout(sock: socket.socket, seconds: float) -> None:
 
 
 def _wrap(names: list[str], width: int, first: str) -> list[str]:
-    """Join names with ", " into lines of about `width` characters, the first starting `first`."""
-    lines, current = [], first
+    """Join names with ", " into lines of at most `width` UTF-8 bytes, the first starting `first`.
+
+    Bytes, not characters: a name of 32 four-byte characters is 128 bytes on the wire."""
+    lines, current, size = [], first, len(first.encode())
     for name in names:
         sep = "" if current in (first, "") else ", "
-        if len(current) + len(sep) + len(name) > width and current not in (first, ""):
+        cost = len(sep) + len(name.encode())
+        if size + cost > width and current not in (first, ""):
             lines.append(current)
-            current, sep = "", ""
+            current, sep, size, cost = "", "", 0, cost - len(sep)
         current += sep + name
+        size += cost
     lines.append(current)
     return lines
 
