@@ -2,14 +2,24 @@
 
 Both strategies offer the same operations to the server: `send` (to one client), `broadcast`
 (chat lines to many), `kill` (disconnect now, e.g. a slow consumer), `retire` (the reader thread is
-done: flush briefly, then close) and `farewell` (a last line to everyone, then disconnect all).
+done: flush briefly, then close), `farewell` (a last line to everyone, then disconnect all) and
+`counters` (for /stats).
 
-Queued: every client has a byte-bounded outbox. A sender appends one encoded blob per read's worth
-of lines to each recipient's outbox and wakes a writer loop only when that outbox goes from empty
-to non-empty. The writer loop joins whatever is queued for a client into one non-blocking `send`;
-what the kernel does not take waits for writability in a selector. The writer loops own every
-socket operation except the reader thread's `recv` (shutdown and close included), so a socket is
-never closed under a concurrent send. No lock is held across a blocking call.
+Queued: every client has an outbox whose life is an explicit state machine (`BoxState`,
+`TRANSITIONS`). A sender appends one encoded blob per read's worth of lines to each recipient's
+outbox and wakes a writer loop only when that outbox goes from IDLE to READY. The writer loop joins
+whatever is queued for a client into one non-blocking `send`; what the kernel refuses waits for
+writability in a selector (STALLED). The writer loops own every socket operation except the reader
+thread's `recv` (shutdown and close included), so a socket is never closed under a concurrent
+send. No lock is held across a blocking call: box locks and the ledger lock guard only memory.
+
+Slow consumers are judged by what the kernel refuses, never by the writer loops' own lag:
+- a box waiting in the ready queue is never cut, whatever it holds;
+- a STALLED box is cut when its backlog grows more than `max_pending` above the lowest it has been
+  since the stall began (what was queued when the stall began is the writers' lag, not the
+  reader's doing), or when the kernel has accepted no byte for `write_deadline_s`;
+- all queued bytes, at their real cost, stay under one `max_queued_total` budget: over it, the
+  biggest holders are evicted, stalled ones first, as Redis's maxmemory-clients does.
 
 Inline: the original assignment's design, kept as the benchmarks' baseline. The sender's thread
 writes each message to each recipient with a blocking `sendall`, under that recipient's lock; one
@@ -18,14 +28,17 @@ stalled reader blocks every sender that reaches it.
 
 from __future__ import annotations
 
+import enum
 import logging
 import selectors
 import socket
+import struct
+import sys
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 log = logging.getLogger("chat.server")
 
@@ -33,92 +46,256 @@ SEND_FLAGS = getattr(socket, "MSG_DONTWAIT", 0) | getattr(socket, "MSG_NOSIGNAL"
 MAX_SEND_BYTES = 1 << 20  # one send's join is bounded so a huge backlog never costs a huge copy
 RETIRE_LINGER_S = 1.0  # how long a leaving client's last lines may take to flush
 FLUSH_ROUNDS = 4  # sends per turn for one client before the others get theirs
+# What one queued chunk costs beyond its payload: the bytes object's header and its list slot.
+# Without it 10,000 one-line replies of 30 bytes would be counted as 300 KB while holding 710 KB.
+CHUNK_OVERHEAD_BYTES = sys.getsizeof(b"") + struct.calcsize("P")
+# A reader whose kernel buffers stay full this long without taking a byte is gone or hostile.
+# Longer than TCP's retransmission back-off after a few losses (1+2+4+8 s) and than a stopped
+# process or a laptop lid needs to come back; between NATS's 10 s write_deadline and Redis's 60 s
+# pub/sub soft limit. At the flood budget's rate it also bounds what one stalled client can hold.
+WRITE_DEADLINE_S = 30.0
+# All clients' queued bytes (real cost) together. Healthy delivery holds little (the 100-sender
+# burst is about 2 MB per reader); 512 MiB is 32 clients stalled at the 16 MiB hard limit at once,
+# and leaves a 2 GB machine room for 10,000 threads' stacks. Shared broadcast blobs are charged
+# to every box that holds them, so real memory stays below this figure.
+MAX_QUEUED_TOTAL_BYTES = 512 * 1024 * 1024
+
+
+class BoxState(enum.Enum):
+    """Where one queued outbox is in its life. Changed only under the box's lock."""
+
+    IDLE = "idle"  # open, nothing queued, not with its writer loop
+    READY = "ready"  # open, handed to its writer loop (in the ready queue or being flushed)
+    STALLED = "stalled"  # open, the kernel refused bytes: waiting for writability in the selector
+    KILLING = "killing"  # cut: the writer loop will send the last line and shut the socket down
+    DEAD = "dead"  # shut down, queue dropped; waiting for the reader thread to retire it
+    RETIRING = "retiring"  # the reader thread is done: flush for a moment, then close
+    CLOSING = "closing"  # retired after a cut (or cut while retiring): close at once
+    CLOSED = "closed"  # the socket is closed; nothing happens any more
+
+
+S = BoxState
+# Who moves a box: senders (IDLE->READY), the server (kill: ->KILLING/CLOSING), the reader thread
+# (retire: ->RETIRING/CLOSING) and the writer loop (everything else).
+TRANSITIONS: dict[BoxState, frozenset[BoxState]] = {
+    S.IDLE: frozenset({S.READY, S.KILLING, S.RETIRING}),
+    S.READY: frozenset({S.IDLE, S.STALLED, S.KILLING, S.RETIRING, S.DEAD}),
+    S.STALLED: frozenset({S.IDLE, S.READY, S.KILLING, S.RETIRING, S.DEAD}),
+    S.KILLING: frozenset({S.DEAD, S.CLOSING}),
+    S.DEAD: frozenset({S.CLOSING}),
+    S.RETIRING: frozenset({S.CLOSING, S.CLOSED}),
+    S.CLOSING: frozenset({S.CLOSED}),
+    S.CLOSED: frozenset(),
+}
+OPEN = frozenset({S.IDLE, S.READY, S.STALLED})
+ACCEPTING = OPEN | {S.RETIRING}  # states in which enqueued bytes are kept
+
+
+class BoxStateError(RuntimeError):
+    """A transition TRANSITIONS does not list: a bug in this module, never a client's doing."""
+
+
+class CutReason(enum.Enum):
+    """Why a client was disconnected as a slow consumer; `box.cut_reason` during on_overflow."""
+
+    HARD_LIMIT = "hard limit"  # the backlog grew over max_pending while the kernel refused
+    WRITE_DEADLINE = "write deadline"  # the kernel took no byte for write_deadline_s
+    MEMORY_BUDGET = "memory budget"  # evicted as the biggest holder over max_queued_total
 
 
 class Outbox:
-    """Per-client delivery state. Fields other than the queue are owned by one writer loop."""
+    """What the server holds for one client: the socket and the slow-consumer callback."""
+
+    __slots__ = ("sock", "on_overflow")
+
+    def __init__(self, sock: socket.socket, on_overflow: Callable[[], None]) -> None:
+        self.sock = sock
+        self.on_overflow = on_overflow
+
+
+class Ledger:
+    """All queued bytes (real cost) against one budget, shared by every writer loop.
+
+    Each box's own cost is exact under its lock; the total moves once per send, per broadcast and
+    per flush (not per recipient), under one short lock, so accounting costs nothing noticeable.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.lock = threading.Lock()
+        self.limit = limit
+        self.total = 0
+        self.boxes: set[QueuedOutbox] = set()  # every box not yet CLOSED, for eviction
+        self.evicted = 0
+        self.cut_hard_limit = 0
+        self.cut_write_deadline = 0
+
+    def add(self, cost: int) -> bool:
+        """Count `cost` more (negative: less); True when the total is now over the budget."""
+        with self.lock:
+            self.total += cost
+            return self.total > self.limit
+
+    def count_cut(self, reason: CutReason) -> None:
+        with self.lock:
+            if reason is CutReason.HARD_LIMIT:
+                self.cut_hard_limit += 1
+            elif reason is CutReason.WRITE_DEADLINE:
+                self.cut_write_deadline += 1
+            else:
+                self.evicted += 1
+
+
+class QueuedOutbox(Outbox):
+    """One client's queue and state. `lock` guards state, chunks, cost, stall_floor, last_line;
+    `leftover` and `registered` belong to the writer loop alone."""
 
     __slots__ = (
-        "sock",
         "lock",
+        "state",
         "chunks",
-        "pending",
+        "cost",
         "max_pending",
-        "scheduled",
-        "closed",
+        "stall_floor",
+        "last_line",
+        "retire_at",
+        "cut_reason",
+        "loop",
         "leftover",
         "registered",
-        "kill_line",
-        "killed",
-        "retire_at",
-        "loop",
-        "sent_bytes",
-        "on_overflow",
     )
 
     def __init__(
         self,
         sock: socket.socket,
-        max_pending: int,
-        loop: WriterLoop | None,
         on_overflow: Callable[[], None],
+        max_pending: int,
+        loop: WriterLoop,
     ) -> None:
-        self.sock = sock
+        super().__init__(sock, on_overflow)
         self.lock = threading.Lock()
+        self.state = BoxState.IDLE
         self.chunks: list[bytes] = []
-        self.pending = 0
+        self.cost = 0  # queued chunks plus the leftover being sent, at CHUNK_OVERHEAD_BYTES each
         self.max_pending = max_pending
-        self.scheduled = False
-        self.closed = False
+        self.stall_floor = 0  # the lowest `cost` since the current stall began
+        self.last_line = b""  # what to send before hanging up; consumed when sent
+        self.retire_at = 0.0
+        self.cut_reason: CutReason | None = None
+        self.loop = loop
         self.leftover: bytes | memoryview | None = None
         self.registered = False
-        self.kill_line: bytes | None = None
-        self.killed = False
-        self.retire_at: float | None = None
-        self.loop = loop
-        self.sent_bytes = 0  # written by the inline strategy from sender threads, under `lock`
-        self.on_overflow = on_overflow
 
-    def enqueue(self, data: bytes) -> None:
-        """Queue `data`; wake the writer loop if the queue was empty. Never blocks on I/O."""
+    def to(self, new: BoxState) -> None:
+        """Move to `new`; the caller holds the lock. Unlisted transitions fail loudly."""
+        if new not in TRANSITIONS[self.state]:
+            raise BoxStateError(f"outbox {self.state.name} -> {new.name}")
+        self.state = new
+
+    def enqueue(self, data: bytes, cost: int) -> int:
+        """Queue `data` (costing `cost`); wake the writer loop if the box was IDLE.
+
+        Returns the cost added (0 if dropped). Never blocks on I/O; cuts the client when a
+        stalled backlog grows past max_pending.
+        """
         with self.lock:
-            if self.closed or self.kill_line is not None:
-                return
-            if self.pending + len(data) > self.max_pending:
-                overflow = True
-            else:
-                overflow = False
+            state = self.state
+            if state not in ACCEPTING:
+                return 0
+            over = state is S.STALLED and self.cost + cost - self.stall_floor > self.max_pending
+            if not over:
                 self.chunks.append(data)
-                self.pending += len(data)
-                if self.scheduled:
-                    return
-                self.scheduled = True
-        if overflow:
-            self.on_overflow()
-        else:
-            self.loop.schedule(self)  # type: ignore[union-attr]
+                self.cost += cost
+                if state is not S.IDLE:
+                    return cost
+                self.to(S.READY)
+        if over:
+            self.cut(CutReason.HARD_LIMIT)
+            return 0
+        self.loop.schedule(self)
+        return cost
+
+    def request_kill(self, last_line: bytes) -> int:
+        """Drop the queue and hand the box to its writer loop to hang up; returns the cost freed."""
+        with self.lock:
+            if self.state in OPEN:
+                self.to(S.KILLING)
+            elif self.state is S.RETIRING:
+                self.to(S.CLOSING)
+            else:
+                return 0
+            self.last_line = last_line
+            freed = self._drop_chunks()
+        self.loop.schedule(self)
+        return freed
+
+    def request_retire(self) -> None:
+        """The reader thread is done: flush briefly then close, or close at once if cut."""
+        with self.lock:
+            if self.state in OPEN:
+                self.retire_at = time.monotonic() + RETIRE_LINGER_S
+                self.to(S.RETIRING)
+            elif self.state in (S.KILLING, S.DEAD):
+                self.to(S.CLOSING)
+            else:
+                return
+        self.loop.schedule(self)
+
+    def cut(self, reason: CutReason) -> None:
+        """Disconnect as a slow consumer: the server's callback (its line, its count), then make
+        sure the box is going even if the callback chose not to kill it."""
+        with self.lock:
+            if self.cut_reason is not None or self.state not in ACCEPTING:
+                return
+            self.cut_reason = reason
+        self.loop.ledger.count_cut(reason)
+        self.on_overflow()
+        self.loop.ledger.add(-self.request_kill(b""))
+
+    def _drop_chunks(self) -> int:
+        """Forget what is queued (caller holds the lock); returns its cost. The leftover being
+        sent stays counted until the writer loop drops it."""
+        freed = sum(len(chunk) for chunk in self.chunks) + CHUNK_OVERHEAD_BYTES * len(self.chunks)
+        self.chunks = []
+        self.cost -= freed
+        return freed
 
 
-class Delivery(Protocol):
-    """What the server needs from a delivery strategy."""
+BoxT = TypeVar("BoxT", bound=Outbox)
 
-    def outbox(self, sock: socket.socket, on_overflow: Callable[[], None]) -> Outbox: ...
-    def send(self, box: Outbox, data: bytes) -> None: ...
+
+class Delivery(Protocol[BoxT]):
+    """What the server needs from a delivery strategy (each has its own outbox class)."""
+
+    def outbox(self, sock: socket.socket, on_overflow: Callable[[], None]) -> BoxT: ...
+    def send(self, box: BoxT, data: bytes) -> None: ...
     def broadcast(
-        self, sender: Outbox | None, recipients: Iterable[Outbox], lines: Sequence[bytes]
+        self, sender: BoxT | None, recipients: Iterable[BoxT], lines: Sequence[bytes]
     ) -> int: ...
-    def kill(self, box: Outbox, last_line: bytes) -> None: ...
-    def retire(self, box: Outbox) -> None: ...
-    def farewell(self, boxes: Sequence[Outbox], line: bytes, timeout_s: float) -> None: ...
+    def kill(self, box: BoxT, last_line: bytes) -> None: ...
+    def retire(self, box: BoxT) -> None: ...
+    def farewell(self, boxes: Sequence[BoxT], line: bytes, timeout_s: float) -> None: ...
     def bytes_out(self) -> int: ...
+    def counters(self) -> dict[str, int]: ...
     def close(self) -> None: ...
 
 
-class WriterLoop:
-    """A thread that writes queued bytes to its clients with non-blocking sends."""
+class Flush(enum.Enum):
+    """How one turn of sending to a box ended."""
 
-    def __init__(self, index: int) -> None:
-        self._ready: deque[Outbox] = deque()
+    DRAINED = "drained"  # everything queued was written (an open box is IDLE again)
+    SHORT = "short"  # the kernel refused part of a send: wait for writability
+    MORE = "more"  # FLUSH_ROUNDS sends done and more is queued: the other boxes' turn first
+    GONE = "gone"  # the peer is gone
+
+
+class WriterLoop:
+    """A thread that writes queued bytes to its clients with non-blocking sends. It alone sends,
+    shuts down and closes its boxes' sockets, and it enforces the write deadline."""
+
+    def __init__(self, index: int, ledger: Ledger, write_deadline_s: float) -> None:
+        self.ledger = ledger
+        self.write_deadline_s = write_deadline_s
+        self._ready: deque[QueuedOutbox] = deque()
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -126,16 +303,23 @@ class WriterLoop:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._sleeping = False
         self._stopping = False
-        self._retiring: set[Outbox] = set()
+        self._retiring: set[QueuedOutbox] = set()
+        # STALLED boxes -> when the kernel last took a byte from them (or their stall began). All
+        # clocks run for the same write_deadline_s, so insertion order is deadline order and the
+        # first entry is the next to expire: O(1) with move_to_end, no timer per box.
+        self._stall_clock: OrderedDict[QueuedOutbox, float] = OrderedDict()
         self.bytes_out = 0
         self.thread = threading.Thread(target=self._run, name=f"writer-{index}", daemon=True)
 
-    def schedule(self, box: Outbox) -> None:
+    def schedule(self, box: QueuedOutbox) -> None:
         """Hand `box` to this loop; thread-safe, wakes the loop only if it sleeps."""
         self._ready.append(box)
         if self._sleeping:
             self._sleeping = False
             self._wake()
+
+    def stalled_count(self) -> int:
+        return len(self._stall_clock)
 
     def stop(self) -> None:
         self._stopping = True
@@ -150,29 +334,37 @@ class WriterLoop:
     def _run(self) -> None:
         ready = self._ready
         while not self._stopping:
-            while ready:
+            # One pass over the boxes ready now: a box requeued for more waits until writable
+            # boxes and expired deadlines had their turn, so a busy loop never starves them.
+            for _ in range(len(ready)):
                 self._service(ready.popleft())
-            self._sleeping = True
-            if ready:  # a schedule() that raced with the flag: do not sleep on it
+            if ready:
+                events = self._selector.select(0.0)
+            else:
+                self._sleeping = True
+                # a schedule() that raced with the flag: do not sleep on it
+                events = self._selector.select(0.0 if ready else self._timeout())
                 self._sleeping = False
-                continue
-            events = self._selector.select(self._timeout())
-            self._sleeping = False
             for key, _ in events:
                 if key.data is None:
                     self._drain_wake_pipe()
                 else:
                     self._service(key.data)
-            self._expire_retiring()
+            self._expire()
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
 
     def _timeout(self) -> float | None:
-        if not self._retiring:
+        """Until the next write deadline or retire deadline; None when there is none."""
+        deadlines = []
+        if self._stall_clock:
+            deadlines.append(next(iter(self._stall_clock.values())) + self.write_deadline_s)
+        if self._retiring:
+            deadlines.append(min(box.retire_at for box in self._retiring))
+        if not deadlines:
             return None
-        now = time.monotonic()
-        return max(0.0, min(box.retire_at for box in self._retiring) - now)  # type: ignore[type-var]
+        return max(0.0, min(deadlines) - time.monotonic())
 
     def _drain_wake_pipe(self) -> None:
         try:
@@ -181,100 +373,185 @@ class WriterLoop:
         except OSError:
             pass
 
-    def _service(self, box: Outbox) -> None:
-        if box.closed:
+    def _expire(self) -> None:
+        """Cut stalled boxes past the write deadline; close retiring boxes past their linger."""
+        if not self._stall_clock and not self._retiring:
             return
-        if box.kill_line is not None and not box.killed:
-            self._kill_now(box)
-        if box.retire_at is not None:
-            self._retiring.add(box)
-            if box.killed or self._flush(box):
-                self._close_now(box)
-            return
-        if not box.killed:
-            self._flush(box)
+        now = time.monotonic()
+        clock, started_by = self._stall_clock, now - self.write_deadline_s
+        while clock:
+            box, since = next(iter(clock.items()))
+            if since > started_by:
+                break
+            del clock[box]
+            if box.state is S.STALLED:
+                box.cut(CutReason.WRITE_DEADLINE)
+        for box in [b for b in self._retiring if b.retire_at <= now]:
+            self._close(box)
 
-    def _flush(self, box: Outbox) -> bool:
-        """Send what is queued for `box`; True when everything was written."""
-        for _ in range(FLUSH_ROUNDS):
-            data = box.leftover
-            if data is None:
-                with box.lock:
-                    if not box.chunks:
-                        box.scheduled = False
-                        break
-                    data = _take(box)
-            try:
-                sent = box.sock.send(data, SEND_FLAGS)
-            except BlockingIOError:
-                sent = 0
-            except OSError:  # the peer is gone; its reader thread sees that and retires it
-                self._drop_queue(box)
-                return True
-            self.bytes_out += sent
-            if sent < len(data):
-                with box.lock:
-                    box.pending -= sent
-                box.leftover = memoryview(data)[sent:]
-                self._watch(box)
-                return False
-            box.leftover = None
-            with box.lock:
-                box.pending -= sent
-                if not box.chunks:
-                    box.scheduled = False
-                    break
-        else:
+    def _service(self, box: QueuedOutbox) -> None:
+        state = box.state
+        try:
+            if state is S.READY or state is S.STALLED:
+                self._serve_open(box)
+            elif state is S.RETIRING:
+                self._serve_retiring(box)
+            elif state is S.KILLING:
+                self._hang_up(box)
+            elif state is S.CLOSING:
+                self._close(box)
+            # IDLE, DEAD, CLOSED: a stale wake-up, nothing to do
+        except Exception:  # a bug must not stop delivery to everyone else on this loop
+            log.exception("writer loop: error serving a %s outbox", state.name)
+
+    def _serve_open(self, box: QueuedOutbox) -> None:
+        outcome, progress = self._flush(box)
+        if outcome is Flush.SHORT:
+            self._stall(box, progress)
+            return
+        if outcome is Flush.GONE:
+            self._gone(box)
+            return
+        with box.lock:
+            if box.state is S.STALLED:
+                box.to(S.READY if outcome is Flush.MORE else S.IDLE)
+        self._unwatch(box)
+        self._stall_clock.pop(box, None)
+        if outcome is Flush.MORE:
             self._ready.append(box)  # more to send: come back after the other clients
-            return False
-        self._unwatch(box)
-        return True
 
-    def _watch(self, box: Outbox) -> None:
-        if not box.registered:
-            self._selector.register(box.sock, selectors.EVENT_WRITE, box)
-            box.registered = True
-
-    def _unwatch(self, box: Outbox) -> None:
-        if box.registered:
-            self._selector.unregister(box.sock)
-            box.registered = False
-
-    def _drop_queue(self, box: Outbox) -> None:
+    def _stall(self, box: QueuedOutbox, progress: bool) -> None:
+        """The kernel refused bytes: wait for writability; (re)start the stall clock."""
         with box.lock:
-            box.chunks = []
-            box.pending = 0
-            box.scheduled = True  # nothing is to be scheduled for it again
-            if box.kill_line is None:
-                box.kill_line = b""
-        box.leftover = None
-        self._unwatch(box)
+            if box.state is S.READY:
+                box.to(S.STALLED)
+                box.stall_floor = box.cost  # what is queued now is the writers' lag, not its fault
+                progress = True
+            elif box.state is not S.STALLED:
+                return  # killed or retired meanwhile, and scheduled for that
+        if progress or box not in self._stall_clock:
+            self._stall_clock[box] = time.monotonic()
+            self._stall_clock.move_to_end(box)
+        self._watch(box)
 
-    def _kill_now(self, box: Outbox) -> None:
-        """Disconnect: best-effort last line, then shutdown so the reader thread wakes."""
-        self._drop_queue(box)
-        box.killed = True
-        hang_up(box.sock, box.kill_line or b"")
+    def _serve_retiring(self, box: QueuedOutbox) -> None:
+        if box not in self._retiring:
+            self._retiring.add(box)
+            self._stall_clock.pop(box, None)  # the retire linger is shorter than any deadline
+        outcome, _ = self._flush(box)
+        if outcome is Flush.DRAINED or outcome is Flush.GONE:
+            self._close(box)
+        elif outcome is Flush.SHORT:
+            self._watch(box)
+        else:
+            self._unwatch(box)
+            self._ready.append(box)
 
-    def _close_now(self, box: Outbox) -> None:
+    def _flush(self, box: QueuedOutbox) -> tuple[Flush, bool]:
+        """Send what is queued for `box`, at most FLUSH_ROUNDS sends; also whether the kernel
+        took any byte. An open box found empty goes IDLE in the same critical section."""
+        freed = 0
+        progress = False
+        try:
+            for _ in range(FLUSH_ROUNDS):
+                data = box.leftover
+                if data is None:
+                    with box.lock:
+                        data, merged = _take(box)
+                    freed += merged
+                    if data is None:
+                        return Flush.DRAINED, progress
+                try:
+                    sent = box.sock.send(data, SEND_FLAGS)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:  # the peer is gone; its reader thread sees that and retires it
+                    box.leftover = data
+                    return Flush.GONE, progress
+                self.bytes_out += sent
+                if sent < len(data):
+                    box.leftover = memoryview(data)[sent:]
+                    if sent:
+                        progress = True
+                        freed += sent
+                        with box.lock:
+                            box.cost -= sent
+                            box.stall_floor = min(box.stall_floor, box.cost)
+                    return Flush.SHORT, progress
+                progress = True
+                box.leftover = None
+                freed += sent + CHUNK_OVERHEAD_BYTES
+                with box.lock:  # one lock round-trip per completed send
+                    box.cost -= sent + CHUNK_OVERHEAD_BYTES
+                    box.stall_floor = min(box.stall_floor, box.cost)
+                    if not box.chunks:
+                        _settle_idle(box)
+                        return Flush.DRAINED, progress
+            return Flush.MORE, progress
+        finally:
+            if freed:
+                self.ledger.add(-freed)
+
+    def _gone(self, box: QueuedOutbox) -> None:
+        """The peer is gone: drop everything and shut down, which wakes its reader thread."""
+        with box.lock:
+            if box.state not in OPEN:
+                return  # killed or retired meanwhile, and scheduled for that
+            box.to(S.DEAD)
+            freed = _drop_all(box)
+        self._forget(box)
+        self.ledger.add(-freed)
+        hang_up(box.sock, b"")
+
+    def _hang_up(self, box: QueuedOutbox) -> None:
+        """KILLING -> DEAD: best-effort last line, then shutdown so the reader thread wakes."""
+        with box.lock:
+            if box.state is not S.KILLING:
+                return
+            box.to(S.DEAD)
+            line, box.last_line = box.last_line, b""
+            freed = _drop_all(box)
+        line = _own_line(box.leftover, line)
+        self._forget(box)
+        self.ledger.add(-freed)
+        hang_up(box.sock, line)
+
+    def _close(self, box: QueuedOutbox) -> None:
+        """RETIRING or CLOSING -> CLOSED: a last line if one is still owed, then close."""
+        with box.lock:
+            if box.state is S.CLOSED:
+                return
+            box.to(S.CLOSED)
+            line, box.last_line = box.last_line, b""
+            freed = _drop_all(box)
+        line = _own_line(box.leftover, line)
+        self._forget(box)
         self._retiring.discard(box)
-        self._unwatch(box)
-        with box.lock:
-            box.closed = True
-            box.chunks = []
-            box.pending = 0
-        box.leftover = None
+        with self.ledger.lock:
+            self.ledger.total -= freed
+            self.ledger.boxes.discard(box)
+        if line:
+            hang_up(box.sock, line)
         try:
             box.sock.close()
         except OSError:
             pass
 
-    def _expire_retiring(self) -> None:
-        if not self._retiring:
-            return
-        now = time.monotonic()
-        for box in [b for b in self._retiring if b.retire_at <= now]:  # type: ignore[operator]
-            self._close_now(box)
+    def _forget(self, box: QueuedOutbox) -> None:
+        """The box has nothing more to send: drop the leftover, stop watching, stop its clock."""
+        box.leftover = None
+        self._unwatch(box)
+        self._stall_clock.pop(box, None)
+
+    def _watch(self, box: QueuedOutbox) -> None:
+        if not box.registered:
+            self._selector.register(box.sock, selectors.EVENT_WRITE, box)
+            box.registered = True
+
+    def _unwatch(self, box: QueuedOutbox) -> None:
+        if box.registered:
+            self._selector.unregister(box.sock)
+            box.registered = False
 
 
 def hang_up(sock: socket.socket, last_line: bytes) -> None:
@@ -291,65 +568,114 @@ def hang_up(sock: socket.socket, last_line: bytes) -> None:
         pass
 
 
-def _take(box: Outbox) -> bytes:
-    """Take up to MAX_SEND_BYTES of queued chunks (caller holds box.lock), as one bytes."""
+def _own_line(leftover: bytes | memoryview | None, line: bytes) -> bytes:
+    """`line`, after a newline if the last send stopped inside a line, so a disconnect notice
+    is never glued to half a chat line."""
+    if not line or not isinstance(leftover, memoryview):
+        return line
+    whole = leftover.obj
+    sent = len(whole) - len(leftover)  # type: ignore[arg-type]
+    if 0 < sent and whole[sent - 1] != ord("\n"):  # type: ignore[index]
+        return b"\n" + line
+    return line
+
+
+def _drop_all(box: QueuedOutbox) -> int:
+    """Forget the queue and the leftover being sent (caller holds box.lock); returns the cost."""
+    freed, box.cost, box.chunks = box.cost, 0, []
+    return freed
+
+
+def _settle_idle(box: QueuedOutbox) -> None:
+    """Nothing is queued (caller holds box.lock): an open box goes IDLE, so the next enqueue
+    wakes the writer loop again. Other states keep their course."""
+    if box.state is S.READY or box.state is S.STALLED:
+        box.to(S.IDLE)
+
+
+def _take(box: QueuedOutbox) -> tuple[bytes | None, int]:
+    """Up to MAX_SEND_BYTES of queued chunks as one bytes (caller holds box.lock), and the chunk
+    overhead that joining them freed; (None, 0) when nothing is queued."""
     chunks = box.chunks
+    if not chunks:
+        _settle_idle(box)
+        return None, 0
     if len(chunks) == 1:
         box.chunks = []
-        return chunks[0]
+        return chunks[0], 0
     size = count = 0
     while count < len(chunks) and size < MAX_SEND_BYTES:
         size += len(chunks[count])
         count += 1
     box.chunks = chunks[count:]
-    return b"".join(chunks[:count])
+    merged = CHUNK_OVERHEAD_BYTES * (count - 1)  # the join is one object, counted once
+    box.cost -= merged
+    return b"".join(chunks[:count]), merged
 
 
 class QueuedDelivery:
-    """The default: byte-bounded outboxes, coalesced non-blocking writes from writer loops."""
+    """The default: outboxes with explicit state, coalesced non-blocking writes from writer
+    loops, slow consumers judged by what the kernel refuses, one memory budget for all."""
 
-    def __init__(self, max_pending: int, writers: int = 1) -> None:
+    def __init__(
+        self,
+        max_pending: int,
+        writers: int = 1,
+        *,
+        write_deadline_s: float = WRITE_DEADLINE_S,
+        max_queued_total: int = MAX_QUEUED_TOTAL_BYTES,
+    ) -> None:
         self.max_pending = max_pending
-        self._loops = [WriterLoop(i) for i in range(writers)]
+        self.ledger = Ledger(max_queued_total)
+        self._loops = [WriterLoop(i, self.ledger, write_deadline_s) for i in range(writers)]
         self._next = 0
+        self._evicting = threading.Lock()
         for loop in self._loops:
             loop.thread.start()
 
-    def outbox(self, sock: socket.socket, on_overflow: Callable[[], None]) -> Outbox:
+    def outbox(self, sock: socket.socket, on_overflow: Callable[[], None]) -> QueuedOutbox:
         self._next = (self._next + 1) % len(self._loops)
-        return Outbox(sock, self.max_pending, self._loops[self._next], on_overflow)
+        box = QueuedOutbox(sock, on_overflow, self.max_pending, self._loops[self._next])
+        with self.ledger.lock:
+            self.ledger.boxes.add(box)
+        return box
 
-    def send(self, box: Outbox, data: bytes) -> None:
-        box.enqueue(data)
+    def send(self, box: QueuedOutbox, data: bytes) -> None:
+        added = box.enqueue(data, len(data) + CHUNK_OVERHEAD_BYTES)
+        if added and self.ledger.add(added):
+            self._evict()
 
     def broadcast(
-        self, sender: Outbox | None, recipients: Iterable[Outbox], lines: Sequence[bytes]
+        self,
+        sender: QueuedOutbox | None,
+        recipients: Iterable[QueuedOutbox],
+        lines: Sequence[bytes],
     ) -> int:
         data = lines[0] if len(lines) == 1 else b"".join(lines)
-        count = 0
+        cost = len(data) + CHUNK_OVERHEAD_BYTES
+        added = count = 0
         for box in recipients:
             if box is not sender:
-                box.enqueue(data)
+                added += box.enqueue(data, cost)
                 count += 1
+        if added and self.ledger.add(added):  # one ledger update per broadcast, not per box
+            self._evict()
         return count
 
-    def kill(self, box: Outbox, last_line: bytes) -> None:
-        with box.lock:
-            if box.closed or box.kill_line is not None:
-                return
-            box.kill_line = last_line
-        box.loop.schedule(box)  # type: ignore[union-attr]
+    def kill(self, box: QueuedOutbox, last_line: bytes) -> None:
+        freed = box.request_kill(last_line)
+        if freed:
+            self.ledger.add(-freed)
 
-    def retire(self, box: Outbox) -> None:
-        box.retire_at = time.monotonic() + RETIRE_LINGER_S
-        box.loop.schedule(box)  # type: ignore[union-attr]
+    def retire(self, box: QueuedOutbox) -> None:
+        box.request_retire()
 
-    def farewell(self, boxes: Sequence[Outbox], line: bytes, timeout_s: float) -> None:
+    def farewell(self, boxes: Sequence[QueuedOutbox], line: bytes, timeout_s: float) -> None:
         """Queue `line` after what each client already has, wait (bounded) for it, disconnect."""
         for box in boxes:
-            box.enqueue(line)
+            self.send(box, line)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and any(box.pending for box in boxes):
+        while time.monotonic() < deadline and any(box.cost for box in boxes):
             time.sleep(0.01)
         for box in boxes:
             self.kill(box, b"")
@@ -357,11 +683,54 @@ class QueuedDelivery:
     def bytes_out(self) -> int:
         return sum(loop.bytes_out for loop in self._loops)
 
+    def counters(self) -> dict[str, int]:
+        """For /stats: queued bytes (real cost), stalled clients now, cuts by reason so far."""
+        ledger = self.ledger
+        return {
+            "queued_bytes": max(0, ledger.total),  # briefly negative when a send beats its count
+            "stalled_clients": sum(loop.stalled_count() for loop in self._loops),
+            "evicted": ledger.evicted,
+            "cut_hard_limit": ledger.cut_hard_limit,
+            "cut_write_deadline": ledger.cut_write_deadline,
+        }
+
     def close(self) -> None:
         for loop in self._loops:
             loop.stop()
         for loop in self._loops:
             loop.thread.join(0.2)  # daemon threads: shutdown's time budget matters more
+
+    def _evict(self) -> None:
+        """Over the budget: cut the biggest holders, stalled ones first, until back under it."""
+        if not self._evicting.acquire(blocking=False):
+            return  # another thread is already evicting for the same excess
+        try:
+            with self.ledger.lock:
+                excess = self.ledger.total - self.ledger.limit
+                boxes = list(self.ledger.boxes)
+            if excess <= 0:
+                return
+            holders = [box for box in boxes if box.state in OPEN and box.cost > 0]
+            holders.sort(key=lambda box: (box.state is S.STALLED, box.cost), reverse=True)
+            for box in holders:
+                if excess <= 0:
+                    break
+                excess -= box.cost
+                box.cut(CutReason.MEMORY_BUDGET)
+        finally:
+            self._evicting.release()
+
+
+class InlineOutbox(Outbox):
+    """The inline strategy's per-client state: a lock that is held across a blocking send."""
+
+    __slots__ = ("lock", "closed", "sent_bytes")
+
+    def __init__(self, sock: socket.socket, on_overflow: Callable[[], None]) -> None:
+        super().__init__(sock, on_overflow)
+        self.lock = threading.Lock()
+        self.closed = False
+        self.sent_bytes = 0  # written by sender threads, under `lock`
 
 
 class InlineDelivery:
@@ -369,16 +738,16 @@ class InlineDelivery:
 
     def __init__(self) -> None:
         self._retired_bytes = 0
-        self._live: set[Outbox] = set()
+        self._live: set[InlineOutbox] = set()
         self._lock = threading.Lock()
 
-    def outbox(self, sock: socket.socket, on_overflow: Callable[[], None]) -> Outbox:
-        box = Outbox(sock, 0, None, on_overflow)
+    def outbox(self, sock: socket.socket, on_overflow: Callable[[], None]) -> InlineOutbox:
+        box = InlineOutbox(sock, on_overflow)
         with self._lock:
             self._live.add(box)
         return box
 
-    def send(self, box: Outbox, data: bytes) -> None:
+    def send(self, box: InlineOutbox, data: bytes) -> None:
         with box.lock:  # held across a blocking send: the defect this baseline exists to show
             if box.closed:
                 return
@@ -389,7 +758,10 @@ class InlineDelivery:
                 pass
 
     def broadcast(
-        self, sender: Outbox | None, recipients: Iterable[Outbox], lines: Sequence[bytes]
+        self,
+        sender: InlineOutbox | None,
+        recipients: Iterable[InlineOutbox],
+        lines: Sequence[bytes],
     ) -> int:
         targets = [box for box in recipients if box is not sender]
         for line in lines:
@@ -397,10 +769,10 @@ class InlineDelivery:
                 self.send(box, line)
         return len(targets)
 
-    def kill(self, box: Outbox, last_line: bytes) -> None:
+    def kill(self, box: InlineOutbox, last_line: bytes) -> None:
         hang_up(box.sock, last_line)
 
-    def retire(self, box: Outbox) -> None:
+    def retire(self, box: InlineOutbox) -> None:
         self.kill(box, b"")  # wakes any sender blocked on this socket
         with box.lock:
             box.closed = True
@@ -409,7 +781,7 @@ class InlineDelivery:
             self._live.discard(box)
             self._retired_bytes += box.sent_bytes
 
-    def farewell(self, boxes: Sequence[Outbox], line: bytes, timeout_s: float) -> None:
+    def farewell(self, boxes: Sequence[InlineOutbox], line: bytes, timeout_s: float) -> None:
         for box in boxes:
             self.kill(box, line)
 
@@ -417,13 +789,33 @@ class InlineDelivery:
         with self._lock:
             return self._retired_bytes + sum(box.sent_bytes for box in self._live)
 
+    def counters(self) -> dict[str, int]:
+        """The same keys as queued delivery; nothing is queued here, so nothing is cut."""
+        return dict.fromkeys(
+            ("queued_bytes", "stalled_clients", "evicted", "cut_hard_limit", "cut_write_deadline"),
+            0,
+        )
+
     def close(self) -> None:
         pass
 
 
-def make_delivery(kind: str, max_pending: int, writers: int) -> Delivery:
+def make_delivery(
+    kind: str,
+    max_pending: int,
+    writers: int,
+    *,
+    write_deadline_s: float = WRITE_DEADLINE_S,
+    max_queued_total: int = MAX_QUEUED_TOTAL_BYTES,
+) -> Delivery[Any]:
+    """The strategy the server was told to use (`--delivery`), with its limits."""
     if kind == "queued":
-        return QueuedDelivery(max_pending, writers)
+        return QueuedDelivery(
+            max_pending,
+            writers,
+            write_deadline_s=write_deadline_s,
+            max_queued_total=max_queued_total,
+        )
     if kind == "inline":
         return InlineDelivery()
     raise ValueError(f"unknown delivery strategy: {kind}")
