@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import selectors
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -20,6 +21,14 @@ from dataclasses import dataclass
 from itertools import islice
 
 from chat import protocol
+from chat.admission import (
+    EXEMPT_NETWORKS,
+    MAX_PER_ADDRESS,
+    NEW_PER_ADDRESS_PER_MIN,
+    Admission,
+    Network,
+    parse_networks,
+)
 from chat.delivery import Delivery, Outbox, make_delivery
 from chat.flood import (
     FLOOD_BURST_BYTES,
@@ -40,6 +49,12 @@ DEFAULT_PORT = 5555
 MAX_PENDING_BYTES = 16 * 1024 * 1024
 HANDSHAKE_TIMEOUT_S = 30.0
 MAX_CLIENTS = 10_000
+# Connections still without a name: never more than this, so they cannot fill the server. A new
+# one over it pushes out the one that has waited longest (real clients name themselves at once).
+MAX_UNNAMED = 1_000
+# Descriptors the process needs besides its clients' sockets (listener, wake pipes, selectors,
+# log files, a spare for refusing clients when out of descriptors).
+RESERVED_FDS = 64
 NOTICE_LIMIT = 1_000
 RECV_BYTES = 65_536
 LISTEN_BACKLOG = 4096
@@ -71,6 +86,10 @@ class Config:
     writers: int = 1
     flood_rate: int = FLOOD_RATE_BYTES_PER_S
     flood_burst: int = FLOOD_BURST_BYTES
+    max_per_address: int = MAX_PER_ADDRESS
+    new_per_address: int = NEW_PER_ADDRESS_PER_MIN
+    exempt: tuple[Network, ...] = parse_networks(",".join(EXEMPT_NETWORKS))
+    max_unnamed: int = MAX_UNNAMED
     lang: str = "en"
 
 
@@ -90,11 +109,15 @@ class Client:
         "budget",
         "cost",
         "throttled",
+        "host",
     )
 
-    def __init__(self, sock: socket.socket, peer: str, max_line: int, budget: FloodBudget) -> None:
+    def __init__(
+        self, sock: socket.socket, host: str, port: int, max_line: int, budget: FloodBudget
+    ) -> None:
         self.sock = sock
-        self.peer = peer
+        self.host = host
+        self.peer = f"{host}:{port}"
         self.name: str | None = None
         self.box: Outbox = None  # type: ignore[assignment]  # set right after by the server
         self.decoder = protocol.LineDecoder(max_line)
@@ -201,6 +224,11 @@ class ChatServer:
         self._closing = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._listener: socket.socket | None = None
+        self.admission = Admission(config.max_per_address, config.new_per_address, config.exempt)
+        # Connections without a name yet and their handshake deadlines, oldest first; the accept
+        # loop closes those past their deadline, so no reader thread needs a timer of its own.
+        self._unnamed: dict[Client, float] = {}
+        self._spare_fd: int | None = _open_spare_fd()
 
     # --- life cycle --------------------------------------------------------------------------
 
@@ -221,7 +249,7 @@ class ChatServer:
             selector.register(self._listener, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
             while not self._stopping.is_set():
-                for key, _ in selector.select():
+                for key, _ in selector.select(self._expire_unnamed()):
                     if key.fileobj is self._listener:
                         self._accept_ready()
         self._listener.close()
@@ -278,37 +306,102 @@ class ChatServer:
                 sock, addr = self._listener.accept()
             except BlockingIOError:
                 return
-            except OSError as exc:  # e.g. out of file descriptors: say so, do not spin
-                log.warning("accept failed: %s", exc)
-                time.sleep(0.05)
+            except OSError as exc:
+                self._accept_failed(exc)
                 return
-            self._admit(sock, f"{addr[0]}:{addr[1]}")
+            self._admit(sock, addr[0], addr[1])
 
-    def _admit(self, sock: socket.socket, peer: str) -> None:
+    def _accept_failed(self, exc: OSError) -> None:
+        """Out of descriptors: free the spare one, take the waiting client, tell it, close it;
+        otherwise it would hang unanswered while accept fails again at once, in a loop."""
+        log.warning("accept failed: %s", exc)
+        if self._spare_fd is None or self._listener is None:
+            time.sleep(0.05)
+            return
+        os.close(self._spare_fd)
+        try:
+            sock, addr = self._listener.accept()
+        except OSError:
+            time.sleep(0.05)
+        else:
+            log.warning("refused %s:%s: out of file descriptors", addr[0], addr[1])
+            self._refuse(sock, self.texts("full", limit=len(self._connections)))
+        self._spare_fd = _open_spare_fd()
+
+    def _admit(self, sock: socket.socket, host: str, port: int) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             full = len(self._connections) >= self.config.max_clients
         if full:
-            log.warning("refused %s: server full", peer)
+            log.warning("refused %s:%s: server full", host, port)
             self._refuse(sock, self.texts("full", limit=self.config.max_clients))
             return
-        budget = FloodBudget(self.config.flood_rate, self.config.flood_burst, time.monotonic())
-        client = Client(sock, peer, self.config.max_line, budget)
+        refusal = self.admission.admit(host, time.monotonic())
+        if refusal is not None:
+            log.warning("refused %s:%s: %s", host, port, refusal.replace("_", " "))
+            limit = self.config.max_per_address if refusal == "address_busy" else None
+            self._refuse(sock, self.texts(refusal, limit=limit or self.config.new_per_address))
+            return
+        now = time.monotonic()
+        budget = FloodBudget(self.config.flood_rate, self.config.flood_burst, now)
+        client = Client(sock, host, port, self.config.max_line, budget)
         client.box = self.delivery.outbox(sock, lambda: self._slow_consumer(client))
         thread = threading.Thread(
-            target=self._serve_client, args=(client,), name=f"client-{peer}", daemon=True
+            target=self._serve_client, args=(client,), name=f"client-{client.peer}", daemon=True
         )
         with self._lock:
             self._connections.add(client)
             self._threads.add(thread)
+            self._unnamed[client] = now + self.config.handshake_timeout
+            crowded = len(self._unnamed) > self.config.max_unnamed
+        if crowded:
+            self._push_out_oldest_unnamed()
         try:
             thread.start()
         except RuntimeError:  # no more threads: the OS, not max-clients, is the limit
-            log.warning("refused %s: cannot start a thread", peer)
+            log.warning("refused %s: cannot start a thread", client.peer)
             with self._lock:
                 self._connections.discard(client)
                 self._threads.discard(thread)
+                self._unnamed.pop(client, None)
+            self.admission.release(host)
             self._refuse(sock, self.texts("full", limit=len(self._connections)))
+
+    def _expire_unnamed(self) -> float | None:
+        """Close connections past their handshake deadline; seconds until the next one is due."""
+        now = time.monotonic()
+        expired = []
+        with self._lock:
+            for client, deadline in self._unnamed.items():  # oldest first: deadlines ascend
+                if deadline > now:
+                    break
+                expired.append(client)
+            for client in expired:
+                del self._unnamed[client]
+            following = next(iter(self._unnamed.values()), None)
+        seconds = self.config.handshake_timeout
+        for client in expired:
+            self._cut(client, "handshake timeout", self.texts("handshake_timeout", seconds=seconds))
+        return None if following is None else max(0.0, following - now)
+
+    def _push_out_oldest_unnamed(self) -> None:
+        with self._lock:
+            oldest = next(iter(self._unnamed), None)
+            if oldest is not None:
+                del self._unnamed[oldest]
+        if oldest is not None:
+            log.warning("closed %s: too many connections without a name", oldest.peer)
+            self._cut(oldest, "pushed out", self.texts("unnamed_full"))
+
+    def _cut(self, client: Client, reason: str, text: str) -> bool:
+        """Disconnect `client` from any thread: a best-effort error line, then its socket is shut,
+        which ends its reader thread's recv. False: it was already being cut."""
+        with self._lock:
+            if client.reason is not None:
+                return False
+            client.reason = reason
+        self.delivery.kill(client.box, encode_line(protocol.error_line(text)))
+        return True
 
     @staticmethod
     def _refuse(sock: socket.socket, reason: str) -> None:
@@ -333,19 +426,10 @@ class ChatServer:
             self._finish(client)
 
     def _handshake(self, client: Client) -> bool:
-        """Read lines until a name is accepted (True) or the client leaves or times out (False)."""
-        deadline = time.monotonic() + self.config.handshake_timeout
+        """Read lines until a name is accepted (True) or the client leaves or is cut (False).
+        The accept loop cuts it when the handshake deadline passes."""
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._error(client, "handshake_timeout", seconds=self.config.handshake_timeout)
-                client.reason = "handshake timeout"
-                return False
-            _set_recv_timeout(client.sock, remaining)
-            try:
-                data = client.sock.recv(RECV_BYTES)
-            except (BlockingIOError, TimeoutError):
-                continue
+            data = client.sock.recv(RECV_BYTES)
             if not data:
                 return False
             client.bytes_in += len(data)
@@ -355,7 +439,6 @@ class ChatServer:
                 if verdict is None:
                     continue
                 if verdict:
-                    _set_recv_timeout(client.sock, 0)
                     return self._handle_lines(client, lines[index + 1 :]) and self._pay(client)
                 return False
             if not self._pay(client):
@@ -377,6 +460,11 @@ class ChatServer:
         if not self.registry.add(client, name):
             self._error(client, "name_taken", name=name)
             return None
+        with self._lock:
+            named_in_time = self._unnamed.pop(client, None) is not None
+        if not named_in_time:  # its deadline passed, or it was pushed out, as the name came
+            self.registry.remove(client)
+            return False
         self._joined(client)
         return True
 
@@ -489,7 +577,9 @@ class ChatServer:
                 log.info("%s", self.texts("left", name=client.name))
                 self._announce(client, "left", name=client.name)
         self.delivery.retire(client.box)
+        self.admission.release(client.host)
         with self._lock:
+            self._unnamed.pop(client, None)
             self._connections.discard(client)
             self._threads.discard(threading.current_thread())
             self._retired["messages_in"] += client.messages_in
@@ -497,13 +587,10 @@ class ChatServer:
             self._retired["deliveries_out"] += client.deliveries_out
 
     def _slow_consumer(self, client: Client) -> None:
-        with self._lock:
-            if client.reason is not None:
-                return
-            client.reason = "slow consumer"
-            self._slow_consumers += 1
-        line = protocol.error_line(self.texts("slow_consumer", limit=self.config.max_pending))
-        self.delivery.kill(client.box, encode_line(line))
+        text = self.texts("slow_consumer", limit=self.config.max_pending)
+        if self._cut(client, "slow consumer", text):
+            with self._lock:
+                self._slow_consumers += 1
 
     # --- commands ------------------------------------------------------------------------------
 
@@ -584,15 +671,6 @@ class ChatServer:
         client.cost += delivery_cost(len(line), recipients)
 
 
-def _set_recv_timeout(sock: socket.socket, seconds: float) -> None:
-    """A kernel receive timeout (SO_RCVTIMEO); 0 clears it. The socket itself stays blocking."""
-    whole = int(seconds)
-    micros = int((seconds - whole) * 1_000_000) if seconds > 0 else 0
-    if seconds > 0 and whole == 0 and micros == 0:
-        micros = 1
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", whole, micros))
-
-
 def _wrap(names: list[str], width: int, first: str) -> list[str]:
     """Join names with ", " into lines of at most `width` UTF-8 bytes, the first starting `first`.
 
@@ -621,7 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--host", default=DEFAULT_HOST, help="address to listen on (use ::1 for IPv6 loopback)")
-    add("--port", type=int, default=DEFAULT_PORT, help="TCP port; 0 picks a free one")
+    add("--port", type=_port, default=DEFAULT_PORT, help="TCP port; 0 picks a free one")
     add(
         "--max-line",
         type=_positive_int,
@@ -636,7 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--handshake-timeout",
-        type=float,
+        type=_positive_float,
         default=HANDSHAKE_TIMEOUT_S,
         help="seconds a new connection has to get a name accepted",
     )
@@ -669,6 +747,31 @@ def build_parser() -> argparse.ArgumentParser:
         "while. 0 turns flood control off",
     )
     add(
+        "--max-per-address",
+        type=_non_negative_int,
+        default=MAX_PER_ADDRESS,
+        help="connections at once from one address (0: no limit); exempt addresses aside",
+    )
+    add(
+        "--new-per-address",
+        type=_non_negative_int,
+        default=NEW_PER_ADDRESS_PER_MIN,
+        help="new connections per minute from one address (0: no limit); exempt addresses aside",
+    )
+    add(
+        "--exempt",
+        type=_networks,
+        default=",".join(EXEMPT_NETWORKS),
+        help="comma-separated addresses or networks the per-address limits do not apply to "
+        "('' for none)",
+    )
+    add(
+        "--max-unnamed",
+        type=_positive_int,
+        default=MAX_UNNAMED,
+        help="connections still without a name; one more pushes out the one waiting longest",
+    )
+    add(
         "--flood-burst",
         type=_positive_int,
         default=FLOOD_BURST_BYTES,
@@ -676,7 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--switch-interval",
-        type=float,
+        type=_positive_float,
         default=SWITCH_INTERVAL_S,
         help="CPython's GIL switch interval in seconds (sys.setswitchinterval); longer keeps a "
         "mass disconnect of thousands of threads cheap",
@@ -708,6 +811,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (0 < value < math.inf):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _networks(text: str) -> tuple[Network, ...]:
+    try:
+        return parse_networks(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -715,18 +839,43 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _raise_open_files_limit() -> None:
-    """10,000 clients need 10,000 descriptors: lift the soft limit to the hard one."""
+def _open_spare_fd() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY)
+    except OSError:
+        return None
+
+
+def _raise_open_files_limit() -> int | None:
+    """10,000 clients need 10,000 descriptors: lift the soft limit to the hard one. Returns the
+    limit in force (None: unlimited or unknown)."""
     try:
         import resource
     except ImportError:  # not on this platform
-        return
+        return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
         except (ValueError, OSError) as exc:
             log.warning("could not raise the open-files limit from %s: %s", soft, exc)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _fit_open_files_limit(max_clients: int, open_files: int | None) -> int:
+    """Lower `max_clients` to what the open-files limit allows, with a warning: past it, accept
+    fails and clients would wait unanswered instead of being told the server is full."""
+    if open_files is None or max_clients + RESERVED_FDS <= open_files:
+        return max_clients
+    fitted = max(1, open_files - RESERVED_FDS)
+    log.warning(
+        "--max-clients %s does not fit the open-files limit (%s): using %s",
+        max_clients,
+        open_files,
+        fitted,
+    )
+    return fitted
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -746,9 +895,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         writers=args.writers,
         flood_rate=args.flood_rate,
         flood_burst=args.flood_burst,
+        max_per_address=args.max_per_address,
+        new_per_address=args.new_per_address,
+        exempt=args.exempt,
+        max_unnamed=args.max_unnamed,
         lang=args.lang or default_lang(),
     )
-    _raise_open_files_limit()
+    config.max_clients = _fit_open_files_limit(config.max_clients, _raise_open_files_limit())
     threading.stack_size(THREAD_STACK_BYTES)
     sys.setswitchinterval(args.switch_interval)
     server = ChatServer(config)

@@ -23,6 +23,10 @@ EN: Final = {
     "shutdown": "server is shutting down, goodbye",
     "bye": "goodbye, {name}",
     "full": "server full ({limit} clients), try again later",
+    "address_busy": "too many connections from your address (limit {limit}), try again later",
+    "address_rate": "too many new connections from your address (limit {limit} a minute), "
+    "try again later",
+    "unnamed_full": "too many connections are waiting for a name, try again",
     "handshake_timeout": "no name received within {seconds:g} s, closing",
     "name_empty": "name refused: it is empty; send 1-32 letters, digits, _ - or .",
     "name_too_long": "name refused: longer than {limit} characters, try a shorter one",
@@ -69,6 +73,10 @@ RU: Final = {
     "shutdown": "сервер завершает работу, до свидания",
     "bye": "до свидания, {name}",
     "full": "сервер заполнен ({limit} клиентов), попробуйте позже",
+    "address_busy": "слишком много соединений с вашего адреса (предел {limit}), попробуйте позже",
+    "address_rate": "слишком много новых соединений с вашего адреса (предел {limit} в минуту), "
+    "попробуйте позже",
+    "unnamed_full": "слишком много соединений ждут имени, попробуйте ещё раз",
     "handshake_timeout": "имя не получено за {seconds:g} с, соединение закрыто",
     "name_empty": "имя отклонено: пустое; нужно 1-32 буквы, цифры, _ - или .",
     "name_too_long": "имя отклонено: длиннее {limit} символов, выберите короче",

@@ -7,10 +7,13 @@ order, who is cut) and the server's own counters.
 
 from __future__ import annotations
 
+import socket
+import sys
 import time
 
 from conftest import Peer, room, running, start_server
 
+from bench.server_proc import start_process
 from chat.flood import LINE_COST_BYTES, FloodBudget, delivery_cost
 from chat.protocol import parse_server_line, parse_stats
 
@@ -160,3 +163,100 @@ def test_the_log_escapes_what_clients_send_and_keeps_private_text_out():
     log = server.stderr_text
     assert "alice: abc\\u202edef" in log and "\u202e" not in log
     assert "alice -> bob: a private message" in log and "secret words" not in log
+
+
+# --- connections -------------------------------------------------------------------------------
+
+
+def greeted(source: str, address: tuple[str, int]) -> socket.socket:
+    """A raw connection from `source` that has read the server's greeting."""
+    sock = socket.create_connection(address, timeout=5, source_address=(source, 0))
+    assert sock.recv(4096).startswith(b"* hello!")
+    return sock
+
+
+def refused_with(sock: socket.socket) -> bytes:
+    """What a refused connection is told before the server closes it."""
+    data = b""
+    for _ in range(10):  # the line, then EOF
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+    raise AssertionError(f"not closed after {data!r}")
+
+
+def test_one_address_may_hold_only_so_many_connections_and_loopback_is_exempt():
+    with running(max_per_address=3) as srv:
+        held = [greeted(ATTACKER, srv.address) for _ in range(3)]
+        extra = socket.create_connection(srv.address, timeout=5, source_address=(ATTACKER, 0))
+        assert refused_with(extra) == (
+            b"! too many connections from your address (limit 3), try again later\n"
+        )
+        others = [greeted("127.0.0.3", srv.address) for _ in range(3)]  # each address its own
+        local = [greeted("127.0.0.1", srv.address) for _ in range(5)]  # exempt by default
+        held.pop().close()
+        deadline = time.monotonic() + 5
+        while srv.stats()["connections"] > 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        held.append(greeted(ATTACKER, srv.address))  # its place is free again
+        for sock in held + others + local:
+            sock.close()
+
+
+def test_one_address_may_open_only_so_many_new_connections_a_minute():
+    with running(max_per_address=0, new_per_address=3) as srv:
+        for _ in range(3):
+            greeted(ATTACKER, srv.address).close()
+        extra = socket.create_connection(srv.address, timeout=5, source_address=(ATTACKER, 0))
+        assert refused_with(extra).startswith(b"! too many new connections from your address")
+        greeted("127.0.0.3", srv.address).close()  # another address is not affected
+
+
+def test_without_exemptions_loopback_is_limited_too():
+    with running(max_per_address=1, exempt=()) as srv:
+        first = greeted("127.0.0.1", srv.address)
+        second = socket.create_connection(srv.address, timeout=5)
+        assert refused_with(second).startswith(b"! too many connections from your address")
+        first.close()
+
+
+def test_connections_without_a_name_cannot_fill_the_server():
+    with running(max_unnamed=3, max_per_address=0) as srv:
+        (alice,) = room(srv, "alice")  # named: never pushed out
+        silent = [greeted(ATTACKER, srv.address) for _ in range(3)]
+        newcomer = Peer(srv.address)  # the fourth without a name pushes out the oldest
+        assert refused_with(silent[0]) == (
+            b"! too many connections are waiting for a name, try again\n"
+        )
+        assert newcomer.join("bob") == "* welcome, bob! 2 online: alice, bob"
+        alice.expect_line("* bob joined the chat")
+        for sock in silent[1:]:
+            sock.close()
+
+
+def test_handshake_deadline_is_kept_for_many_silent_connections_at_once():
+    timeout_s = 1.0
+    with running(handshake_timeout=timeout_s, max_per_address=0, new_per_address=0) as srv:
+        started = time.monotonic()
+        silent = [greeted(ATTACKER, srv.address) for _ in range(50)]
+        for sock in silent:
+            assert refused_with(sock) == b"! no name received within 1 s, closing\n"
+        # Each was closed no sooner than its deadline and within a second after it.
+        assert timeout_s <= time.monotonic() - started < timeout_s + 1.0 + 1.0
+
+
+def test_max_clients_is_lowered_to_fit_the_open_files_limit():
+    server_cmd = f"exec {sys.executable} -m chat.server --port 0 --max-clients 100000"
+    server = start_process("threaded", ["sh", "-c", f"ulimit -n 200 && {server_cmd}"])
+    try:
+        held = [greeted("127.0.0.1", server.address) for _ in range(200 - 64)]
+        over = socket.create_connection(server.address, timeout=5)
+        assert refused_with(over) == b"! server full (136 clients), try again later\n"
+        for sock in held:
+            sock.close()
+    finally:
+        assert server.stop() == 0
+    assert "--max-clients 100000 does not fit the open-files limit (200): using 136" in (
+        server.stderr_text
+    )
