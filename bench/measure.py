@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from bench.server_proc import ServerProcess
 from bench.swarm import (
     DRIVER_SATURATED_FRACTION,
+    IDLE_TIMEOUT_S,
     DriveReport,
     SenderPlan,
     Swarm,
@@ -56,10 +57,11 @@ def drive_once(
     plans: list[SenderPlan],
     timeout_s: float,
     poll_interval_s: float = 0.0,
+    idle_timeout_s: float = IDLE_TIMEOUT_S,
 ) -> None:
     """One drive inside `window`, with the server's CPU time around it."""
     cpu0, busy0 = server.cpu_s(), machine_busy_s()
-    window.drives.append(swarm.drive(plans, timeout_s, poll_interval_s))
+    window.drives.append(swarm.drive(plans, timeout_s, poll_interval_s, idle_timeout_s))
     window.server_cpu_s += server.cpu_s() - cpu0
     window.machine_busy_s += machine_busy_s() - busy0
 

@@ -28,7 +28,7 @@ RECV_BYTES = 1 << 20
 JOIN_RECV_BYTES = 1 << 16  # below malloc's mmap threshold: joining does many small reads
 SEND_BYTES = 1 << 18
 CONNECT_WAVE = 256
-IDLE_TIMEOUT_NS = 10_000_000_000
+IDLE_TIMEOUT_S = 10.0
 DRIVER_SATURATED_FRACTION = 0.9
 READ = select.EPOLLIN
 WRITE = select.EPOLLOUT
@@ -304,25 +304,36 @@ class Swarm:
             self._apply_events(client)
 
     def drive(
-        self, plans: list[SenderPlan], timeout_s: float, poll_interval_s: float = 0.0
+        self,
+        plans: list[SenderPlan],
+        timeout_s: float,
+        poll_interval_s: float = 0.0,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> DriveReport:
         """Send what `plans` say and read until every reader has every line or the time is up.
 
         `poll_interval_s` > 0 spaces the polls out (throughput runs only): a server that writes
         one line per send would otherwise have the swarm spend a recv on every single line.
+        Nothing read for `idle_timeout_s` with nothing left to send also ends it, timed out.
         """
         readers = self._expect(plans)
         # A collection pass over millions of kept chunks would stall the loop for milliseconds.
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            return self._drive(plans, readers, timeout_s, int(poll_interval_s * 1e9))
+            intervals_ns = int(poll_interval_s * 1e9), int(idle_timeout_s * 1e9)
+            return self._drive(plans, readers, timeout_s, *intervals_ns)
         finally:
             if gc_was_enabled:
                 gc.enable()
 
     def _drive(
-        self, plans: list[SenderPlan], readers: set[int], timeout_s: float, interval_ns: int
+        self,
+        plans: list[SenderPlan],
+        readers: set[int],
+        timeout_s: float,
+        interval_ns: int,
+        idle_ns: int,
     ) -> DriveReport:
         cpu0, t0 = time.process_time(), time.monotonic_ns()
         deadline = t0 + int(timeout_s * 1e9)
@@ -343,10 +354,10 @@ class Swarm:
                 if not readers:
                     break
             now = time.monotonic_ns()
-            # Nothing read for IDLE_TIMEOUT_S with nothing left to send: the server is stuck.
-            if now > deadline or (not paced and now - last_read_ns > IDLE_TIMEOUT_NS):
+            # Nothing read for idle_ns with nothing left to send: the server is stuck.
+            if now > deadline or (not paced and now - last_read_ns > idle_ns):
                 break
-            wait_ns = min(deadline - now, IDLE_TIMEOUT_NS)
+            wait_ns = min(deadline - now, idle_ns)
             if paced:
                 lag_ns, wait_ns = self._send_due(paced, now)
                 max_lag_ns = max(max_lag_ns, lag_ns)
