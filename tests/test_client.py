@@ -106,6 +106,12 @@ WAIT_S = 10.0
 PIPE_RUN_TIMEOUT_S = 20.0
 EVIL = "\x1b[2J\x1b[31mevil"
 EVIL_VISIBLE = "^[[2J^[[31mevil"
+# Our server refuses control characters in chat text (docs/PROTOCOL.md, "Text"), so end-to-end
+# tests send what it still relays and a terminal must not obey: bidi controls that reorder the
+# line. terminal_safe's handling of ESC and C1 controls, which other servers may relay, is tested
+# on the function itself.
+REORDERING = "\u202eesrever \u2066isolate\u2069"
+REORDERING_VISIBLE = "<U+202E>esrever <U+2066>isolate<U+2069>"
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -430,11 +436,13 @@ def test_piped_client_prints_what_others_send_safely(
     alice.stdin.flush()
     bob.expect("* alice joined the chat")
     bob.send(f"hi {EVIL}")
+    bob.expect("! line refused: control characters")  # the server itself keeps ESC out
+    bob.send(f"hi {REORDERING}")
     bob.sync()
     out, err = alice.communicate("", timeout=PIPE_RUN_TIMEOUT_S)
     assert alice.returncode == 0, err
-    assert f"bob: hi {EVIL_VISIBLE}" in out.splitlines()
-    assert "\x1b" not in out
+    assert f"bob: hi {REORDERING_VISIBLE}" in out.splitlines()
+    assert "\x1b" not in out and "\u202e" not in out and "evil" not in out
 
 
 def test_piped_refused_name_is_followed_by_the_next_line_as_name(
@@ -627,11 +635,12 @@ def test_escape_sequence_from_another_user_never_reaches_the_terminal_raw(
     child = pty_client(server.port, "--name", "bob")
     child.expect_exact("* welcome, bob!")
     mallory.expect("* bob joined the chat")
-    mallory.send(EVIL + " \u009b2J \u202eesrever")
-    child.expect_exact(EVIL_VISIBLE + " \\x9b2J <U+202E>esrever")
+    mallory.send(EVIL + " \u009b2J")
+    mallory.expect("! line refused: control characters")  # the server itself keeps these out
+    mallory.send(REORDERING)
+    child.expect_exact(REORDERING_VISIBLE)
     output = pty_output(child)
-    assert b"\x1b[2J" not in output
-    assert b"\x1b[31mevil" not in output
+    assert b"\x1b[2J" not in output and b"evil" not in output
     assert "\u009b".encode() not in output and "\u202e".encode() not in output
 
 
@@ -671,12 +680,15 @@ def test_escape_sequence_cannot_clear_or_colour_another_users_screen(
     term.wait_for(lambda s: any(line.startswith("* welcome, bob!") for line in s), "welcome")
     mallory.expect("* bob joined the chat")
     mallory.send(EVIL)
-    screen = term.wait_for(lambda s: f"mallory: {EVIL_VISIBLE}" in s, "the visible form")
+    mallory.expect("! line refused: control characters")
+    mallory.send(f"after {REORDERING}")
+    screen = term.wait_for(lambda s: f"mallory: after {REORDERING_VISIBLE}" in s, "the line")
+    assert not any("evil" in line for line in screen)
     assert any(line.startswith("* welcome, bob!") for line in screen), "screen was cleared"
     welcome_row = next(i for i, line in enumerate(screen) if line.startswith("* welcome, bob!"))
     assert term.colours_of(welcome_row) == {"cyan"}  # the emulator does render colours
-    evil_row = screen.index(f"mallory: {EVIL_VISIBLE}")
-    assert term.colours_of(evil_row) == {"default"}
+    row = screen.index(f"mallory: after {REORDERING_VISIBLE}")
+    assert term.colours_of(row) == {"default"}
 
 
 def test_interrupt_signal_leaves_cleanly_with_status_0(
