@@ -29,7 +29,13 @@ from chat.admission import (
     Network,
     parse_networks,
 )
-from chat.delivery import Delivery, Outbox, make_delivery
+from chat.delivery import (
+    MAX_QUEUED_TOTAL_BYTES,
+    WRITE_DEADLINE_S,
+    Delivery,
+    Outbox,
+    make_delivery,
+)
 from chat.flood import (
     FLOOD_BURST_BYTES,
     FLOOD_RATE_BYTES_PER_S,
@@ -79,6 +85,8 @@ class Config:
     port: int = DEFAULT_PORT
     max_line: int = protocol.MAX_LINE_BYTES
     max_pending: int = MAX_PENDING_BYTES
+    write_deadline: float = WRITE_DEADLINE_S
+    max_queued_total: int = MAX_QUEUED_TOTAL_BYTES
     handshake_timeout: float = HANDSHAKE_TIMEOUT_S
     max_clients: int = MAX_CLIENTS
     notice_limit: int = NOTICE_LIMIT
@@ -213,7 +221,13 @@ class ChatServer:
         self.config = config
         self.texts = Texts(config.lang)
         self.registry = Registry()
-        self.delivery: Delivery = make_delivery(config.delivery, config.max_pending, config.writers)
+        self.delivery: Delivery = make_delivery(
+            config.delivery,
+            config.max_pending,
+            config.writers,
+            write_deadline_s=config.write_deadline,
+            max_queued_total=config.max_queued_total,
+        )
         self._connections: set[Client] = set()
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()  # guards _connections, _threads and the retired totals
@@ -294,6 +308,7 @@ class ChatServer:
             "bytes_out": self.delivery.bytes_out(),
             "slow_consumers": self._slow_consumers,
             "throttled": throttled,
+            **self.delivery.counters(),
             "uptime_s": round(time.monotonic() - self._started, 1),
         }
 
@@ -710,7 +725,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-pending",
         type=_positive_int,
         default=MAX_PENDING_BYTES,
-        help="bytes queued for one client before it is disconnected as a slow consumer",
+        help="bytes queued for one client whose kernel buffers are full before it is "
+        "disconnected as a slow consumer",
+    )
+    add(
+        "--write-deadline",
+        type=_positive_float,
+        default=WRITE_DEADLINE_S,
+        help="seconds a client whose kernel buffers are full may take no byte at all before it "
+        "is disconnected as a slow consumer",
+    )
+    add(
+        "--max-queued-total",
+        type=_positive_int,
+        default=MAX_QUEUED_TOTAL_BYTES,
+        help="bytes queued for all clients together (real cost); over it the clients holding "
+        "the most are disconnected, biggest first",
     )
     add(
         "--handshake-timeout",
@@ -888,6 +918,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.port,
         max_line=args.max_line,
         max_pending=args.max_pending,
+        write_deadline=args.write_deadline,
+        max_queued_total=args.max_queued_total,
         handshake_timeout=args.handshake_timeout,
         max_clients=args.max_clients,
         notice_limit=args.notice_limit,

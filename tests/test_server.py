@@ -319,7 +319,8 @@ def test_stats_counts_messages_and_deliveries(server):
     stats = parse_stats(parse_server_line(line).text)
     assert list(stats) == [
         "clients", "connections", "messages_in", "bytes_in", "deliveries_out", "bytes_out",
-        "slow_consumers", "throttled", "uptime_s",
+        "slow_consumers", "throttled", "queued_bytes", "stalled_clients", "evicted",
+        "cut_hard_limit", "cut_write_deadline", "uptime_s",
     ]  # fmt: skip
     assert stats["clients"] == 3
     assert stats["connections"] == 4
@@ -327,6 +328,9 @@ def test_stats_counts_messages_and_deliveries(server):
     assert stats["deliveries_out"] == 4
     assert stats["slow_consumers"] == 0
     assert stats["throttled"] == 0
+    for counter in ("queued_bytes", "stalled_clients", "evicted", "cut_hard_limit"):
+        assert stats[counter] == 0, counter
+    assert stats["cut_write_deadline"] == 0
     # Every byte every client sent: names, two messages and the /stats line itself.
     assert stats["bytes_in"] == len(b"alice\nbob\ncarol\none\ntwo\n/stats\n")
     # Every byte the server sent before this reply: each peer has read all of it.
