@@ -1,0 +1,348 @@
+"""One connection's life, in its own thread: greeting, handshake, chat loop, commands, the end.
+
+The handler half of socketserver's split: `ChatServer` (chat/server.py) accepts a connection,
+makes a `Session` and runs `Session.run` in a new thread. Everything that happens to one client
+is here; what it may cost is paced by its flood budget (chat/flood.py), and how bytes reach it is
+chat/delivery.py's business.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Final
+
+from chat import protocol
+from chat.delivery import Outbox
+from chat.flood import FloodBudget, delivery_cost
+from chat.protocol import Command, Leave, LineTooLong, Message, Refused
+
+if TYPE_CHECKING:
+    from chat.server import ChatServer
+
+log = logging.getLogger("chat.server")
+
+RECV_BYTES: Final = 65_536
+THROTTLE_CHECK_S: Final = 0.25  # a throttled reader looks up this often to see whether it was cut
+WELCOME_NAMES: Final = 20
+WHO_LINE_BYTES: Final = 1000  # a /who line, "* " included, newline not
+COUNTERS: Final = ("messages_in", "bytes_in", "deliveries_out", "throttled")
+
+
+class Session:
+    """One client: its socket, name, outbox, flood budget and counters, and its thread's work.
+
+    Counters and `cost` are written by the session's own thread only; `name` by the registry
+    under its lock; `reason` by whoever cuts the client, under the server's lock.
+    """
+
+    def __init__(self, server: ChatServer, sock: socket.socket, host: str, port: int) -> None:
+        config = server.config
+        self.server = server
+        self.sock = sock
+        self.host = host
+        self.peer = f"{host}:{port}"
+        self.name: str | None = None
+        self.box: Outbox = server.delivery.outbox(sock, self._overflowed)
+        self.decoder = protocol.LineDecoder(config.max_line)
+        self.budget = FloodBudget(config.flood_rate, config.flood_burst, time.monotonic())
+        self.reason: str | None = None  # why the server disconnected it, if it did
+        self.cost = 0  # what this client's lines made the server send, not yet charged
+        self.messages_in = 0
+        self.bytes_in = 0
+        self.deliveries_out = 0
+        self.throttled = 0  # times its reader stopped reading because it was over budget
+
+    def _overflowed(self) -> None:
+        self.server.slow_consumer(self)
+
+    # --- the thread ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """The session's thread: greet, handshake, chat, and always finish."""
+        try:
+            self.notice("hello")
+            if self._handshake():
+                self._chat()
+        except OSError:  # reset, broken pipe, shut down: the client is gone, nothing to report
+            pass
+        except Exception:  # a bug in the server: log it, keep serving everyone else
+            log.exception("error serving %s", self.peer)
+        finally:
+            self._finish()
+
+    def _handshake(self) -> bool:
+        """Read lines until a name is accepted (True) or the client leaves or is cut (False).
+        The server's accept loop cuts it when the handshake deadline passes."""
+        while True:
+            lines = self._read()
+            if lines is None:
+                return False
+            for index, line in enumerate(lines):
+                verdict = self._try_name(line)
+                if verdict is None:
+                    continue
+                if verdict:
+                    return self._handle_lines(lines[index + 1 :]) and self._pay()
+                return False
+            if not self._pay():
+                return False
+
+    def _chat(self) -> None:
+        while (lines := self._read()) is not None:
+            if not (self._handle_lines(lines) and self._pay()):
+                return
+
+    def _read(self) -> list[bytes | LineTooLong] | None:
+        """The lines of one read; None when the client closed (or was shut down)."""
+        data = self.sock.recv(RECV_BYTES)
+        if not data:
+            return None
+        self.bytes_in += len(data)
+        return self.decoder.feed(data)
+
+    def _finish(self) -> None:
+        server = self.server
+        if server.registry.remove(self):
+            if self.reason == "slow consumer":
+                log.warning("%s disconnected: slow consumer", self.name)
+                self.announce("slow_consumer_left", name=self.name)
+            else:
+                log.info("%s", server.texts("left", name=self.name))
+                self.announce("left", name=self.name)
+        server.delivery.retire(self.box)
+        server.finished(self)
+
+    # --- the handshake -------------------------------------------------------------------------
+
+    def _try_name(self, line: bytes | LineTooLong) -> bool | None:
+        """True: name accepted; False: the client asked to leave; None: refused, keep waiting."""
+        text = self._decode(line)
+        if text is None:
+            return None
+        name = text.strip()
+        if not name:
+            return None
+        if name in protocol.LEAVE_WORDS:
+            return False
+        if not self._name_allowed(name):
+            return None
+        name = protocol.normalize_name(name)
+        if not self.server.registry.add(self, name):
+            self.error("name_taken", name=name)
+            return None
+        if not self.server.named(self):  # its deadline passed, or it was pushed out, meanwhile
+            self.server.registry.remove(self)
+            return False
+        self._joined()
+        return True
+
+    def _name_allowed(self, name: str) -> bool:
+        problem = protocol.name_problem(name)
+        if problem is None:
+            return True
+        key = "name_" + problem.replace("-", "_")  # the texts catalogue has one per code
+        self.error(key, name=name, limit=protocol.MAX_NAME_CHARS)
+        return False
+
+    def _joined(self) -> None:
+        texts = self.server.texts
+        count, names = self.server.registry.first(WELCOME_NAMES)
+        if count > WELCOME_NAMES:
+            names.append(texts("more", n=count - WELCOME_NAMES))
+        self.notice("welcome", name=self.name, count=count, names=", ".join(names))
+        log.info("%s", texts("joined", name=self.name))
+        self.announce("joined", name=self.name)
+
+    # --- the chat loop -------------------------------------------------------------------------
+
+    def _handle_lines(self, lines: Sequence[bytes | LineTooLong]) -> bool:
+        """Act on a read's worth of lines; runs of messages go out as one batch, cut short when
+        the sender runs out of flood budget (it then waits). False: leave, or server stopping."""
+        batch: list[str] = []
+        batch_cost = 0
+        fanout = len(self.server.registry) - 1
+        name_bytes = len(self.name or "") + len(": ")  # each chat line's prefix
+        for line in lines:
+            text = self._decode(line)
+            if text is None:
+                continue
+            parsed = protocol.parse_client_line(text)
+            if isinstance(parsed, Message):
+                batch.append(parsed.text)
+                batch_cost += delivery_cost(name_bytes + len(text), fanout)
+                if self._over_budget(batch_cost):
+                    self._broadcast(batch)
+                    batch, batch_cost = [], 0
+                    if not self._pay():
+                        return False
+                continue
+            if parsed is None:
+                continue
+            self._broadcast(batch)
+            batch, batch_cost = [], 0
+            if isinstance(parsed, Leave):
+                self.notice("bye", name=self.name)
+                return False
+            if isinstance(parsed, Refused):
+                self.error("bad_text")
+            else:
+                self._command(parsed)
+            if self._over_budget(0) and not self._pay():
+                return False
+        self._broadcast(batch)
+        return True
+
+    def _decode(self, line: bytes | LineTooLong) -> str | None:
+        if isinstance(line, LineTooLong):
+            self.error("line_too_long", limit=self.server.config.max_line)
+            return None
+        try:
+            return line.decode(protocol.ENCODING)
+        except UnicodeDecodeError:
+            self.error("bad_utf8")
+            return None
+
+    def _broadcast(self, texts: list[str]) -> None:
+        if not texts or self.name is None:
+            return
+        self.messages_in += len(texts)
+        if log.isEnabledFor(logging.INFO):
+            for text in texts:
+                log.info("%s", protocol.chat_line(self.name, protocol.for_log(text)))
+        lines = [protocol.encode_line(protocol.chat_line(self.name, text)) for text in texts]
+        server = self.server
+        recipients = server.delivery.broadcast(self.box, server.registry.boxes, lines)
+        self.deliveries_out += recipients * len(texts)
+        self.cost += delivery_cost(sum(map(len, lines)), recipients, len(lines))
+
+    # --- flood budget --------------------------------------------------------------------------
+
+    def _over_budget(self, upcoming: int) -> bool:
+        """Would what it already caused, plus `upcoming`, put it over its flood budget?"""
+        return self.budget.available(time.monotonic()) < self.cost + upcoming
+
+    def _pay(self) -> bool:
+        """Charge what the client's lines made the server send; over budget, stop reading until
+        the bucket refills, so TCP pushes back on the sender. False: the server is stopping."""
+        self.budget.charge(self.cost, time.monotonic())
+        self.cost = 0
+        wait_s = self.budget.wait_s(time.monotonic())
+        if wait_s > 0:
+            self.throttled += 1
+        stopping = self.server.stopping
+        while wait_s > 0 and self.reason is None:
+            if stopping.wait(min(wait_s, THROTTLE_CHECK_S)):
+                return False
+            wait_s = self.budget.wait_s(time.monotonic())
+        return True
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def _command(self, command: Command) -> None:
+        handler = COMMANDS.get(command.name)
+        if handler is None:
+            self.error("unknown_command", command=command.name)
+        else:
+            handler(self, command.arg)
+
+    def _who(self, arg: str) -> None:
+        names = sorted(self.server.registry.names(), key=str.casefold)
+        first = self.server.texts("who", count=len(names), names="")
+        width = WHO_LINE_BYTES - len(protocol.notice_line("").encode())
+        for chunk in wrap_names(names, width, first):
+            self.send(protocol.notice_line(chunk))
+
+    def _msg(self, arg: str) -> None:
+        target_name, _, text = arg.partition(" ")
+        if not target_name or not text.strip():
+            self.error("usage_msg")
+            return
+        target = self.server.registry.get(target_name)
+        if target is None or self.name is None:
+            self.error("no_such_user", name=target_name)
+            return
+        self.messages_in += 1
+        self.deliveries_out += 1
+        log.info("%s -> %s: a private message", self.name, target.name)
+        log.debug("%s -> %s: %s", self.name, target.name, protocol.for_log(text))
+        target.send(protocol.private_line(self.name, text), payer=self)
+
+    def _nick(self, arg: str) -> None:
+        new = arg.strip()
+        if not new:
+            self.error("usage_nick")
+            return
+        if not self._name_allowed(new):
+            return
+        new, old = protocol.normalize_name(new), self.name
+        if new == old:  # nothing changes: nobody needs to hear about it
+            self.notice("you_are", name=new)
+            return
+        if not self.server.registry.rename(self, new):
+            self.error("name_taken", name=new)
+            return
+        log.info("%s", self.server.texts("renamed", old=old, new=new))
+        self.notice("you_are", name=new)
+        self.announce("renamed", old=old, new=new)
+
+    def _help(self, arg: str) -> None:
+        for line in self.server.texts.lines("help", limit=self.server.config.notice_limit):
+            self.send(protocol.notice_line(line))
+
+    def _stats(self, arg: str) -> None:
+        self.send(protocol.notice_line(protocol.format_stats(self.server.stats())))
+
+    # --- sending -------------------------------------------------------------------------------
+
+    def send(self, line: str, payer: Session | None = None) -> None:
+        """One line to this client, charged to whoever caused it (this client by default)."""
+        data = protocol.encode_line(line)
+        (payer or self).cost += delivery_cost(len(data), 1)
+        self.server.delivery.send(self.box, data)
+
+    def notice(self, key: str, **fields: object) -> None:
+        self.send(protocol.notice_line(self.server.texts(key, **fields)))
+
+    def error(self, key: str, **fields: object) -> None:
+        self.send(protocol.error_line(self.server.texts(key, **fields)))
+
+    def announce(self, key: str, **fields: object) -> None:
+        """A join/leave/rename notice to everyone else, unless the room is past the notice limit
+        or the server is closing (then everyone is leaving)."""
+        server = self.server
+        if server.closing or len(server.registry) > server.config.notice_limit:
+            return
+        line = protocol.encode_line(protocol.notice_line(server.texts(key, **fields)))
+        recipients = server.delivery.broadcast(self.box, server.registry.boxes, [line])
+        self.cost += delivery_cost(len(line), recipients)
+
+
+# What each command does: one table a reader (and a type checker) can follow.
+COMMANDS: Final[dict[str, Callable[[Session, str], None]]] = {
+    "who": Session._who,
+    "msg": Session._msg,
+    "nick": Session._nick,
+    "help": Session._help,
+    "stats": Session._stats,
+}
+
+
+def wrap_names(names: list[str], width: int, first: str) -> list[str]:
+    """Join names with ", " into lines of at most `width` UTF-8 bytes, the first starting `first`.
+
+    Bytes, not characters (so not textwrap): a name of 32 four-byte characters is 128 bytes on
+    the wire, and the promise to clients is about bytes."""
+    lines, current, size = [], first, len(first.encode())
+    for name in names:
+        sep = "" if current in (first, "") else ", "
+        cost = len(sep) + len(name.encode())
+        if size + cost > width and current not in (first, ""):
+            lines.append(current)
+            current, sep, size, cost = "", "", 0, cost - len(sep)
+        current += sep + name
+        size += cost
+    lines.append(current)
+    return lines
