@@ -175,9 +175,6 @@ class Refused:
     reason: str
 
 
-COMMANDS: Final = ("who", "msg", "nick", "help", "stats", "quit")
-
-
 def parse_client_line(text: str) -> Message | Command | Leave | Refused | None:
     """Classify one decoded line from a client. None means an empty line (ignored).
 
@@ -245,6 +242,50 @@ def parse_server_line(line: str) -> ServerLine:
         return ServerLine(kind, match.group(3), match.group(1))
     # Not produced by this server; shown as a notice rather than passed off as someone's words.
     return ServerLine("notice", line)
+
+
+# --- the client side of joining -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The server accepted the name: `welcome` is its welcome notice's text."""
+
+    welcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class NameRefused:
+    """The server refused the name (or closed the handshake): `reason` is its error's text."""
+
+    reason: str
+
+
+class ClientHandshake:
+    """The client side of joining, sans-IO: feed it the server's lines, learn how the name went.
+
+    Before a name is accepted the server sends only its greeting (the first notice), errors (each
+    one refuses the last name sent, or says why the connection ends) and then, on acceptance, its
+    welcome (the next notice). Join notices and chat go to named clients only. So the outcome is
+    known from the kind of line alone, whatever language the server speaks.
+    """
+
+    __slots__ = ("_greeted",)
+
+    def __init__(self) -> None:
+        self._greeted = False
+
+    def line_received(self, line: str) -> Accepted | NameRefused | None:
+        """The outcome this line brings, or None (the greeting, or nothing of note)."""
+        parsed = parse_server_line(line)
+        if parsed.kind == "error":
+            return NameRefused(parsed.text)
+        if parsed.kind != "notice":
+            return None
+        if not self._greeted:
+            self._greeted = True
+            return None
+        return Accepted(parsed.text)
 
 
 def format_stats(stats: dict[str, int | float]) -> str:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import pytest
 
 from bench.server_proc import ServerProcess, start_process
-from chat.protocol import LineDecoder
+from chat.protocol import ClientHandshake, LineDecoder
 from chat.server import ChatServer, Config
 
 __all__ = ["Peer", "ServerProcess", "room", "running", "start_server"]
@@ -54,13 +54,15 @@ class Peer:
         self.closed = False
         self.timeout_s = timeout_s
         self.received_bytes = 0  # everything the server sent this peer, framing included
-        self.expect(lambda line: line.startswith("* "))  # the greeting
+        self.handshake = ClientHandshake()
+        self.expect(lambda line: self.handshake.line_received(line) is None)  # the greeting
         if name is not None:
             self.join(name)
 
     def join(self, name: str) -> str:
+        """Send `name`; return the line that accepted (welcome) or refused it."""
         self.send(name)
-        return self.expect(lambda line: line.startswith(("* ", "! ")))  # welcome or refusal
+        return self.expect(lambda line: self.handshake.line_received(line) is not None)
 
     def send(self, text: str) -> None:
         self.sock.sendall(text.encode() + b"\n")

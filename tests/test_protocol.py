@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -9,10 +10,13 @@ from chat import protocol
 from chat.probe import parse_probe, probe_text
 from chat.protocol import (
     LINE_TOO_LONG,
+    Accepted,
+    ClientHandshake,
     Command,
     Leave,
     LineDecoder,
     Message,
+    NameRefused,
     parse_client_line,
     parse_server_line,
 )
@@ -136,3 +140,25 @@ def test_probe_bodies_round_trip_and_pad_to_size():
     assert parse_probe(probe_text(1, 2)) == (1, 2)
     assert parse_probe("hello") is None
     assert parse_probe("#x y") is None
+
+
+@pytest.mark.parametrize(
+    "greeting, welcome",
+    [
+        ("* hello! send your name: 1-32 letters", "* welcome, bob! 2 online: alice, bob"),
+        ("* привет! отправьте своё имя", "* добро пожаловать, bob! в чате 2: alice, bob"),
+    ],
+)
+def test_client_handshake_knows_the_outcome_in_any_language(greeting, welcome):
+    handshake = ClientHandshake()
+    assert handshake.line_received(greeting) is None
+    assert handshake.line_received("! name refused: alice is taken") == NameRefused(
+        "name refused: alice is taken"
+    )
+    assert handshake.line_received(welcome) == Accepted(welcome[2:])
+
+
+def test_client_handshake_sees_a_refusal_before_any_greeting():
+    assert ClientHandshake().line_received("! server full (2 clients)") == NameRefused(
+        "server full (2 clients)"
+    )

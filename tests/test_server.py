@@ -547,6 +547,7 @@ def test_sigterm_tells_everyone_and_exits_zero_within_two_seconds():
     alice = Peer(server.address, "alice")
     stalled = socket.create_connection(server.address)  # a client that never reads
     stalled.sendall(b"stalled\n")
+    alice.expect_line("* stalled joined the chat")
     bob = Peer(server.address, "bob")
     bob.send("hi")
     alice.expect_line("bob: hi")
