@@ -31,6 +31,7 @@ THREAD_STACK_BYTES: Final = 256 * 1024
 # wake-ups swamp the machine: 10,000 leaves took 5-9 s and SIGTERM then missed its 2 s. Our threads
 # release the GIL at every recv and send, so a longer interval rarely forces a switch otherwise.
 SWITCH_INTERVAL_S: Final = 0.05
+SHUTDOWN_SWITCH_INTERVAL_S: Final = 0.001
 # Descriptors the process needs besides its clients' sockets (listener, wake pipes, selectors,
 # log files, a spare for refusing clients when out of descriptors).
 RESERVED_FDS: Final = 64
@@ -259,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ready_log.info("listening on %s:%s", host, port)
     server.serve_forever()
     log.info("shutting down")
+    # Hundreds of busy threads each hold the GIL for a whole switch interval: at 50 ms the main
+    # thread waited seconds for its turn to say goodbye. From here on, short turns.
+    sys.setswitchinterval(SHUTDOWN_SWITCH_INTERVAL_S)
     server.shutdown()
     return 0
 

@@ -51,7 +51,6 @@ class ChatServer:
         self.admission = Admission(config.max_per_address, config.new_per_address, config.exempt)
         self.server_address: tuple[str, int] | None = None
         self.stopping = threading.Event()
-        self.closing = False  # shutting down: nobody is told who left, everyone is leaving
         self._lock = threading.Lock()  # guards the sets and dicts below and the retired totals
         self._sessions: dict[Session, threading.Thread] = {}
         # Sessions without a name yet and their handshake deadlines, oldest first; the accept
@@ -99,7 +98,6 @@ class ChatServer:
     def shutdown(self) -> None:
         """After serve_forever(): tell everyone, close every connection, wait briefly."""
         self.stop()
-        self.closing = True
         with self._lock:
             boxes = [session.box for session in self._sessions]
             threads = list(self._sessions.values())

@@ -91,7 +91,10 @@ class Session:
                 return False
 
     def _chat(self) -> None:
+        stopping = self.server.stopping
         while (lines := self._read()) is not None:
+            if stopping.is_set():  # shutting down: what it sends now would follow the goodbye
+                return
             if not (self._handle_lines(lines) and self._pay()):
                 return
 
@@ -311,9 +314,9 @@ class Session:
 
     def announce(self, key: str, **fields: object) -> None:
         """A join/leave/rename notice to everyone else, unless the room is past the notice limit
-        or the server is closing (then everyone is leaving)."""
+        or the server is stopping (then everyone is leaving)."""
         server = self.server
-        if server.closing or len(server.registry) > server.config.notice_limit:
+        if server.stopping.is_set() or len(server.registry) > server.config.notice_limit:
             return
         line = protocol.encode_line(protocol.notice_line(server.texts(key, **fields)))
         recipients = server.delivery.broadcast(self.box, server.registry.boxes, [line])
