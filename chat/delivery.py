@@ -28,8 +28,10 @@ stalled reader blocks every sender that reaches it.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
+import math
 import selectors
 import socket
 import struct
@@ -45,6 +47,12 @@ log = logging.getLogger("chat.server")
 SEND_FLAGS = getattr(socket, "MSG_DONTWAIT", 0) | getattr(socket, "MSG_NOSIGNAL", 0)
 MAX_SEND_BYTES = 1 << 20  # one send's join is bounded so a huge backlog never costs a huge copy
 RETIRE_LINGER_S = 1.0  # how long a leaving client's last lines may take to flush
+# How long a cut client's last line (why it was cut) may wait for room in its kernel buffer: a
+# client that was only paused for a moment learns why, after whole lines only. It costs one short
+# line and a socket held a little longer; its reader thread ends at once.
+KILL_LINGER_S = 5.0
+MAX_LINE_SEARCH_BYTES = 1 << 16  # far longer than any line the server sends
+STALLED_RECOUNT_S = 0.01  # how stale the stalled clients' total may be while a writer is busy
 FLUSH_ROUNDS = 4  # sends per turn for one client before the others get theirs
 # What one queued chunk costs beyond its payload: the bytes object's header and its list slot.
 # Without it 10,000 one-line replies of 30 bytes would be counted as 300 KB while holding 710 KB.
@@ -59,6 +67,10 @@ WRITE_DEADLINE_S = 30.0
 # and leaves a 2 GB machine room for 10,000 threads' stacks. Shared broadcast blobs are charged
 # to every box that holds them, so real memory stays below this figure.
 MAX_QUEUED_TOTAL_BYTES = 512 * 1024 * 1024
+# Writer lag (queued bytes the kernel has not refused: the writers' own backlog) above this share
+# of the budget makes senders wait for the writers, so the server's lag never grows into the
+# budget and costs a healthy reader its connection; they go on once it is under half of it.
+CONGESTED_SHARE = 4  # high water: max_queued_total / 4 (128 MiB by default)
 
 
 class BoxState(enum.Enum):
@@ -122,8 +134,12 @@ class Ledger:
 
     def __init__(self, limit: int) -> None:
         self.lock = threading.Lock()
+        self.room = threading.Condition(self.lock)  # senders waiting for the writers' lag to fall
+        self.waiting = 0
         self.limit = limit
+        self.high_water = limit // CONGESTED_SHARE
         self.total = 0
+        self.stalled: Callable[[], int] = lambda: 0  # queued bytes the kernel refused, all loops
         self.boxes: set[QueuedOutbox] = set()  # every box not yet CLOSED, for eviction
         self.evicted = 0
         self.cut_hard_limit = 0
@@ -133,7 +149,17 @@ class Ledger:
         """Count `cost` more (negative: less); True when the total is now over the budget."""
         with self.lock:
             self.total += cost
+            if cost < 0 and self.waiting and self.lag() <= self.high_water // 2:
+                self.room.notify_all()
             return self.total > self.limit
+
+    def lag(self) -> int:
+        """Queued bytes not refused by any kernel: what the writers have yet to get to."""
+        return self.total - self.stalled()
+
+    def congested(self) -> bool:
+        """Is the writers' lag over the high water? Cheap while the total is under it."""
+        return self.total > self.high_water and self.lag() > self.high_water
 
     def count_cut(self, reason: CutReason) -> None:
         with self.lock:
@@ -162,6 +188,7 @@ class QueuedOutbox(Outbox):
         "loop",
         "leftover",
         "registered",
+        "sealed",
     )
 
     def __init__(
@@ -184,6 +211,7 @@ class QueuedOutbox(Outbox):
         self.loop = loop
         self.leftover: bytes | memoryview | None = None
         self.registered = False
+        self.sealed = False  # a last line is queued (the server's goodbye): nothing goes after it
 
     def to(self, new: BoxState) -> None:
         """Move to `new`; the caller holds the lock. Unlisted transitions fail loudly."""
@@ -199,7 +227,7 @@ class QueuedOutbox(Outbox):
         """
         with self.lock:
             state = self.state
-            if state not in ACCEPTING:
+            if state not in ACCEPTING or self.sealed:
                 return 0
             over = state is S.STALLED and self.cost + cost - self.stall_floor > self.max_pending
             if not over:
@@ -214,9 +242,20 @@ class QueuedOutbox(Outbox):
         self.loop.schedule(self)
         return cost
 
-    def request_kill(self, last_line: bytes) -> int:
-        """Drop the queue and hand the box to its writer loop to hang up; returns the cost freed."""
+    def seal(self, last_line: bytes) -> int:
+        """Queue `last_line` after what is queued and accept nothing after it; the cost added."""
+        added = self.enqueue(last_line, len(last_line) + CHUNK_OVERHEAD_BYTES)
         with self.lock:
+            self.sealed = True
+        return added
+
+    def request_kill(self, last_line: bytes, only_if_queued: bool = False) -> int:
+        """Drop the queue and hand the box to its writer loop to hang up; returns the cost freed.
+        With `only_if_queued`, `last_line` is sent only if the queue still holds it (it was
+        sealed with it and the writer has not taken it yet), so it never goes out twice."""
+        with self.lock:
+            if only_if_queued and not self.chunks:
+                last_line = b""
             if self.state in OPEN:
                 self.to(S.KILLING)
             elif self.state is S.RETIRING:
@@ -276,6 +315,8 @@ class Delivery(Protocol[BoxT]):
     def farewell(self, boxes: Sequence[BoxT], line: bytes, timeout_s: float) -> None: ...
     def bytes_out(self) -> int: ...
     def counters(self) -> dict[str, int]: ...
+    def congested(self) -> bool: ...
+    def wait_for_writers(self, timeout_s: float) -> None: ...
     def close(self) -> None: ...
 
 
@@ -308,6 +349,8 @@ class WriterLoop:
         # clocks run for the same write_deadline_s, so insertion order is deadline order and the
         # first entry is the next to expire: O(1) with move_to_end, no timer per box.
         self._stall_clock: OrderedDict[QueuedOutbox, float] = OrderedDict()
+        self.stalled_bytes = 0  # what its stalled boxes hold, as of _counted_at
+        self._counted_at = 0.0
         self.bytes_out = 0
         self.thread = threading.Thread(target=self._run, name=f"writer-{index}", daemon=True)
 
@@ -339,8 +382,10 @@ class WriterLoop:
             for _ in range(len(ready)):
                 self._service(ready.popleft())
             if ready:
+                self._count_stalled(time.monotonic() - STALLED_RECOUNT_S)
                 events = self._selector.select(0.0)
             else:
+                self._count_stalled(math.inf)  # about to sleep: the figure must be right now
                 self._sleeping = True
                 # a schedule() that raced with the flag: do not sleep on it
                 events = self._selector.select(0.0 if ready else self._timeout())
@@ -354,6 +399,21 @@ class WriterLoop:
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
+
+    def _count_stalled(self, unless_counted_after: float) -> None:
+        """What the stalled boxes hold, for telling writer lag from clients that do not read;
+        summed at most every STALLED_RECOUNT_S while busy, and before every sleep."""
+        if not self._stall_clock and not self.stalled_bytes:
+            return
+        now = time.monotonic()
+        if self._counted_at > unless_counted_after:
+            return
+        self._counted_at = now
+        ledger = self.ledger
+        self.stalled_bytes = sum(box.cost for box in self._stall_clock)
+        if ledger.waiting and ledger.lag() <= ledger.high_water // 2:
+            with ledger.lock:
+                ledger.room.notify_all()
 
     def _timeout(self) -> float | None:
         """Until the next write deadline or retire deadline; None when there is none."""
@@ -387,7 +447,13 @@ class WriterLoop:
             if box.state is S.STALLED:
                 box.cut(CutReason.WRITE_DEADLINE)
         for box in [b for b in self._retiring if b.retire_at <= now]:
-            self._close(box)
+            if box.state is S.DEAD:  # its last line had its chance: hang up for good
+                box.last_line = b""
+                self._retiring.discard(box)
+                self._unwatch(box)
+                hang_up(box.sock, b"")
+            else:
+                self._close(box)
 
     def _service(self, box: QueuedOutbox) -> None:
         state = box.state
@@ -400,7 +466,10 @@ class WriterLoop:
                 self._hang_up(box)
             elif state is S.CLOSING:
                 self._close(box)
-            # IDLE, DEAD, CLOSED: a stale wake-up, nothing to do
+            elif state is S.DEAD and box.last_line and self._tail_sent(box):
+                self._retiring.discard(box)
+                hang_up(box.sock, b"")
+            # IDLE, CLOSED (and DEAD with nothing owed): a stale wake-up, nothing to do
         except Exception:  # a bug must not stop delivery to everyone else on this loop
             log.exception("writer loop: error serving a %s outbox", state.name)
 
@@ -504,38 +573,67 @@ class WriterLoop:
         hang_up(box.sock, b"")
 
     def _hang_up(self, box: QueuedOutbox) -> None:
-        """KILLING -> DEAD: best-effort last line, then shutdown so the reader thread wakes."""
+        """KILLING -> DEAD: the rest of the line in flight and the last line (waiting up to
+        KILL_LINGER_S for room), then shutdown; the reader thread is woken at once either way."""
         with box.lock:
             if box.state is not S.KILLING:
                 return
             box.to(S.DEAD)
-            line, box.last_line = box.last_line, b""
             freed = _drop_all(box)
-        line = _own_line(box.leftover, line)
+            box.last_line = _own_line(box.leftover, box.last_line)
+            box.retire_at = time.monotonic() + KILL_LINGER_S
         self._forget(box)
         self.ledger.add(-freed)
-        hang_up(box.sock, line)
+        if self._tail_sent(box):
+            hang_up(box.sock, b"")
+        else:  # end the reader's recv now; the write side stays open for the last line
+            with contextlib.suppress(OSError):
+                box.sock.shutdown(socket.SHUT_RD)
+
+    def _tail_sent(self, box: QueuedOutbox) -> bool:
+        """Send what is left of the box's last line; True once nothing more is owed (all sent,
+        or its linger is over). Otherwise the box waits for writability or its deadline."""
+        if box.last_line and time.monotonic() < box.retire_at:
+            try:
+                sent = box.sock.send(box.last_line, SEND_FLAGS)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = len(box.last_line)  # nobody to tell any more
+            self.bytes_out += sent
+            box.last_line = box.last_line[sent:]
+            if box.last_line:
+                self._retiring.add(box)
+                self._watch(box)
+                return False
+        box.last_line = b""
+        self._unwatch(box)
+        return True
 
     def _close(self, box: QueuedOutbox) -> None:
-        """RETIRING or CLOSING -> CLOSED: a last line if one is still owed, then close."""
+        """RETIRING or CLOSING -> CLOSED: the last line if one is still owed, then close."""
+        if box.state is S.CLOSED:
+            return
+        if box.leftover is not None:  # cut while retiring: finish the line in flight first
+            with box.lock:
+                box.last_line = _own_line(box.leftover, box.last_line)
+            self._forget(box)
+        if not self._tail_sent(box):
+            return  # back here when writable, or at its deadline
         with box.lock:
             if box.state is S.CLOSED:
                 return
             box.to(S.CLOSED)
-            line, box.last_line = box.last_line, b""
             freed = _drop_all(box)
-        line = _own_line(box.leftover, line)
         self._forget(box)
         self._retiring.discard(box)
         with self.ledger.lock:
             self.ledger.total -= freed
             self.ledger.boxes.discard(box)
-        if line:
-            hang_up(box.sock, line)
-        try:
+        with contextlib.suppress(OSError):
+            box.sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
             box.sock.close()
-        except OSError:
-            pass
 
     def _forget(self, box: QueuedOutbox) -> None:
         """The box has nothing more to send: drop the leftover, stop watching, stop its clock."""
@@ -569,15 +667,21 @@ def hang_up(sock: socket.socket, last_line: bytes) -> None:
 
 
 def _own_line(leftover: bytes | memoryview | None, line: bytes) -> bytes:
-    """`line`, after a newline if the last send stopped inside a line, so a disconnect notice
-    is never glued to half a chat line."""
+    """`line`, after the rest of the line the last send stopped inside, so the client gets only
+    whole lines and a disconnect notice on a line of its own."""
     if not line or not isinstance(leftover, memoryview):
         return line
     whole = leftover.obj
     sent = len(whole) - len(leftover)  # type: ignore[arg-type]
-    if 0 < sent and whole[sent - 1] != ord("\n"):  # type: ignore[index]
-        return b"\n" + line
-    return line
+    if sent == 0 or whole[sent - 1] == ord("\n"):  # type: ignore[index]
+        return line
+    end = bytes(leftover[:MAX_LINE_SEARCH_BYTES]).find(b"\n")
+    return (bytes(leftover[: end + 1]) if end >= 0 else b"\n") + line
+
+
+def _owes(box: QueuedOutbox) -> bool:
+    """Has the box still something to send (queued, in flight, or a last line)?"""
+    return bool(box.cost or box.last_line)
 
 
 def _drop_all(box: QueuedOutbox) -> int:
@@ -628,6 +732,7 @@ class QueuedDelivery:
         self.max_pending = max_pending
         self.ledger = Ledger(max_queued_total)
         self._loops = [WriterLoop(i, self.ledger, write_deadline_s) for i in range(writers)]
+        self.ledger.stalled = lambda: sum(loop.stalled_bytes for loop in self._loops)
         self._next = 0
         self._evicting = threading.Lock()
         for loop in self._loops:
@@ -670,12 +775,36 @@ class QueuedDelivery:
     def retire(self, box: QueuedOutbox) -> None:
         box.request_retire()
 
+    def congested(self) -> bool:
+        """Are the writers so far behind that senders should wait (`wait_for_writers`)?"""
+        return self.ledger.congested()
+
+    def wait_for_writers(self, timeout_s: float) -> None:
+        """Block (holding nothing) until the writers' lag is down to half the high water, or
+        `timeout_s` passes."""
+        ledger = self.ledger
+        with ledger.lock:
+            ledger.waiting += 1
+            try:
+                ledger.room.wait(timeout_s)
+            finally:
+                ledger.waiting -= 1
+
     def farewell(self, boxes: Sequence[QueuedOutbox], line: bytes, timeout_s: float) -> None:
-        """Queue `line` after what each client already has, wait (bounded) for it, disconnect."""
+        """Queue `line` after what each client already has and nothing after it, wait (bounded)
+        for it to go out, disconnect."""
+        added = sum(box.seal(line) for box in boxes)
+        if added:
+            self.ledger.add(added)
+        started = time.monotonic()
+        while time.monotonic() < started + timeout_s / 2 and any(box.cost for box in boxes):
+            time.sleep(0.01)
+        # Who still has a backlog would not get the goodbye in time: drop the backlog, finish
+        # the line in flight, and send the goodbye next (once: only if still queued).
         for box in boxes:
-            self.send(box, line)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and any(box.cost for box in boxes):
+            if box.cost:
+                self.ledger.add(-box.request_kill(line, only_if_queued=True))
+        while time.monotonic() < started + timeout_s and any(_owes(box) for box in boxes):
             time.sleep(0.01)
         for box in boxes:
             self.kill(box, b"")
@@ -795,6 +924,13 @@ class InlineDelivery:
             ("queued_bytes", "stalled_clients", "evicted", "cut_hard_limit", "cut_write_deadline"),
             0,
         )
+
+    def congested(self) -> bool:
+        """Never: each sender writes every message itself, there is no writer to wait for."""
+        return False
+
+    def wait_for_writers(self, timeout_s: float) -> None:
+        pass
 
     def close(self) -> None:
         pass

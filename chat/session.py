@@ -155,9 +155,10 @@ class Session:
         count, names = self.server.registry.first(WELCOME_NAMES)
         if count > WELCOME_NAMES:
             names.append(texts("more", n=count - WELCOME_NAMES))
-        self.notice("welcome", name=self.name, count=count, names=", ".join(names))
-        log.info("%s", texts("joined", name=self.name))
+        # The others first: once a newcomer has its welcome, everyone online was told it came.
         self.announce("joined", name=self.name)
+        log.info("%s", texts("joined", name=self.name))
+        self.notice("welcome", name=self.name, count=count, names=", ".join(names))
 
     # --- the chat loop -------------------------------------------------------------------------
 
@@ -166,6 +167,7 @@ class Session:
         the sender runs out of flood budget (it then waits). False: leave, or server stopping."""
         batch: list[str] = []
         batch_cost = 0
+        delivery = self.server.delivery
         fanout = len(self.server.registry) - 1
         name_bytes = len(self.name or "") + len(": ")  # each chat line's prefix
         for line in lines:
@@ -176,7 +178,7 @@ class Session:
             if isinstance(parsed, Message):
                 batch.append(parsed.text)
                 batch_cost += delivery_cost(name_bytes + len(text), fanout)
-                if self._over_budget(batch_cost):
+                if self._over_budget(batch_cost) or delivery.congested():
                     self._broadcast(batch)
                     batch, batch_cost = [], 0
                     if not self._pay():
@@ -193,7 +195,7 @@ class Session:
                 self.error("bad_text")
             else:
                 self._command(parsed)
-            if self._over_budget(0) and not self._pay():
+            if (self._over_budget(0) or delivery.congested()) and not self._pay():
                 return False
         self._broadcast(batch)
         return True
@@ -228,18 +230,23 @@ class Session:
         return self.budget.available(time.monotonic()) < self.cost + upcoming
 
     def _pay(self) -> bool:
-        """Charge what the client's lines made the server send; over budget, stop reading until
-        the bucket refills, so TCP pushes back on the sender. False: the server is stopping."""
+        """Charge what the client's lines made the server send; over budget, or while the
+        server's writers are far behind, stop reading until that has passed, so TCP pushes back
+        on the sender and nothing piles up in the server. False: the server is stopping."""
         self.budget.charge(self.cost, time.monotonic())
         self.cost = 0
         wait_s = self.budget.wait_s(time.monotonic())
         if wait_s > 0:
             self.throttled += 1
-        stopping = self.server.stopping
+        stopping, delivery = self.server.stopping, self.server.delivery
         while wait_s > 0 and self.reason is None:
             if stopping.wait(min(wait_s, THROTTLE_CHECK_S)):
                 return False
             wait_s = self.budget.wait_s(time.monotonic())
+        while delivery.congested() and self.reason is None:
+            delivery.wait_for_writers(THROTTLE_CHECK_S)
+            if stopping.is_set():
+                return False
         return True
 
     # --- commands ------------------------------------------------------------------------------

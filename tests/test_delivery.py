@@ -79,14 +79,12 @@ def numbered(start: int, count: int, size: int = 100) -> list[bytes]:
 
 
 def assert_prefix_then_end(client: Client, sent: list[bytes]) -> None:
-    """A cut client got the start of its stream, perhaps ending inside a line, and then perhaps
-    the disconnect line on a line of its own (best effort: its buffers may be full)."""
-    body = bytes(client.received).removesuffix(DISCONNECT_LINE)
-    stream = b"".join(sent)
-    if len(body) < len(client.received) and not stream.startswith(body):
-        assert body.endswith(b"\n")  # the line cut short was ended before the disconnect line
-        body = body[:-1]
-    assert stream.startswith(body)
+    """A cut client that reads again (within the kill linger) gets whole lines, a prefix of its
+    stream, then the disconnect line, then the end of the stream."""
+    received = bytes(client.received)
+    assert received.endswith(DISCONNECT_LINE), received[-200:]
+    lines = received.removesuffix(DISCONNECT_LINE).splitlines(keepends=True)
+    assert lines == sent[: len(lines)]
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
@@ -312,3 +310,52 @@ def test_real_cost_is_close_to_what_the_queue_really_holds(make_delivery, paused
     paused_writer.set()
     assert wait_for(lambda: client.read_some() >= 0 and len(client.received) >= 300_000)
     assert client.lines() == numbered(0, 10_000, size=30)
+
+
+# --- the writers' lag, the last line ------------------------------------------------------------
+
+
+def test_senders_are_asked_to_wait_while_the_writers_lag_and_let_go_when_they_catch_up(
+    make_delivery, paused_writer
+):
+    delivery = make_delivery(max_queued_total=4 << 20)  # high water: 1 MiB of writer lag
+    client = Client(delivery, "reader")
+    sent = numbered(0, 20_000)  # 2 MB while the writer is stuck
+    delivery.broadcast(None, [client.box], sent)
+    assert delivery.congested()
+    waited: list[float] = []
+    started = time.monotonic()
+    waiter = threading.Thread(
+        target=lambda: (delivery.wait_for_writers(WAIT_S), waited.append(time.monotonic()))
+    )
+    waiter.start()
+    paused_writer.set()
+    assert wait_for(lambda: client.read_some() >= 0 and len(client.lines()) >= len(sent))
+    waiter.join(WAIT_S)
+    assert waited and waited[0] - started < WAIT_S  # woken by the writers, not by its timeout
+    assert not delivery.congested()
+    assert client.lines() == sent
+
+
+def test_what_clients_that_do_not_read_hold_is_not_the_writers_lag(make_delivery):
+    delivery = make_delivery(max_queued_total=4 << 20, write_deadline_s=60.0)
+    stalled = Client(delivery, "stalled")  # never reads: the kernel refuses it at once
+    delivery.broadcast(None, [stalled.box], numbered(0, 20_000))  # 2 MB, over the high water
+    assert wait_for(lambda: stalled.box.state is BoxState.STALLED)
+    assert wait_for(lambda: not delivery.congested())  # once the writer has counted it
+    assert delivery.counters()["queued_bytes"] > 1 << 20
+
+
+def test_nothing_is_queued_after_the_farewell_line(make_delivery):
+    delivery = make_delivery()
+    client = Client(delivery, "reader")
+    before = numbered(0, 100)
+    delivery.broadcast(None, [client.box], before)
+    goodbye = b"* server is shutting down, goodbye\n"
+    done = threading.Thread(target=delivery.farewell, args=([client.box], goodbye, WAIT_S))
+    done.start()
+    assert wait_for(lambda: client.box.sealed)
+    delivery.broadcast(None, [client.box], numbered(100, 10))  # a reader thread, a moment late
+    client.read_until_closed()
+    done.join(WAIT_S)
+    assert client.lines() == [*before, goodbye]

@@ -380,7 +380,10 @@ def test_slow_consumer_is_cut_off_alone_while_the_others_get_everything():
         stalled = socket.socket()
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.connect(srv.address)
-        stalled.sendall(b"stalled\n")  # and then it never reads again
+        stalled.sendall(b"stalled\n")
+        welcome = b""
+        while b"* welcome" not in welcome:  # joined; from now on it never reads until it is cut
+            welcome += stalled.recv(4096)
         alice, bob = room(srv, "alice", "bob")
         line = "x" * 1000
         count = 20_000  # 20 MB: far more than the stalled client's buffers and queue can hold
@@ -394,7 +397,28 @@ def test_slow_consumer_is_cut_off_alone_while_the_others_get_everything():
         assert notices == ["* stalled was disconnected: too slow to read"]
         alice.expect_line("* stalled was disconnected: too slow to read")
         assert srv.stats()["slow_consumers"] == 1
+        # It reads again at once: whole lines in order, then why it was cut, then the end.
+        lines = read_to_the_end(stalled)
+        assert lines[:2] == ["* alice joined the chat", "* bob joined the chat"]
+        assert lines[-1] == (
+            "! disconnected: you stopped reading and over 262144 bytes were queued for you"
+        )
+        chat = lines[2:-1]
+        assert chat == [f"alice: {n} {line}" for n in range(len(chat))] and len(chat) > 100
         stalled.close()
+
+
+def read_to_the_end(sock: socket.socket, timeout_s: float = 20.0) -> list[str]:
+    """Every line a raw socket receives until the server closes it; it must end a line."""
+    sock.settimeout(timeout_s)
+    data = bytearray()
+    for _ in range(100_000):  # bounded: each read returns at least one byte
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+    assert data.endswith(b"\n"), bytes(data[-200:])
+    return data.decode().split("\n")[:-1]
 
 
 def test_two_hundred_clients_join_and_leave_while_messages_flow(queued):
