@@ -6,9 +6,12 @@ above, so they never tear what the user is typing. When standard input is not a 
 in plain line mode: each input line is sent, each received line printed, end of input leaves.
 
 Everything another user wrote passes through `terminal_safe` before it is shown, so nobody can
-clear or rewrite someone else's screen. Exit status: 0 when the user leaves (`leave`, `/quit`,
-Ctrl-D, Ctrl-C, end of input), 1 when the server refuses or drops the connection (or piped input
-ends before any name was accepted).
+clear or rewrite someone else's screen. Lines the client writes itself start with `~ `, which no
+server line does (names cannot hold `~`; notices start `* `, errors `! `).
+
+Exit status: 0 when the user leaves (`leave`, `/quit`, Ctrl-D, Ctrl-C, end of input), 1 when the
+server refuses or drops the connection (or piped input ends before any name was accepted), 2 for a
+usage error.
 """
 
 from __future__ import annotations
@@ -30,15 +33,18 @@ from chat.protocol import (
     Leave,
     LineDecoder,
     LineTooLong,
+    Message,
     encode_line,
     parse_client_line,
     parse_server_line,
+    text_problem,
 )
 
 log = logging.getLogger("chat.client")
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 5555
+MAX_PORT: Final = 65535
 CONNECT_TIMEOUT_S: Final = 10.0
 # After `leave`, wait this long for the server to close so lines already in flight get shown.
 LEAVE_GRACE_S: Final = 2.0
@@ -52,7 +58,15 @@ EXIT_FAILURE: Final = 1
 
 NAME_PROMPT: Final = "your name: "
 CHAT_PROMPT: Final = "> "
-LOCAL_HELP: Final = ("client: Ctrl-D or Ctrl-C also leave; your own lines are shown as `you: ...`",)
+# Starts every line the client shows of its own; the server never sends a line starting with it.
+CLIENT_PREFIX: Final = "~ "
+OWN_NAME: Final = "you"
+LOCAL_HELP: Final = (
+    "Ctrl-D (on an empty line) or Ctrl-C also leave",
+    f"your lines show as `{OWN_NAME}: text` and `{OWN_NAME} -> NAME (private): text`;"
+    f" lines starting `{CLIENT_PREFIX.strip()}` come from this client, not the server",
+)
+NO_NAME_ACCEPTED: Final = "the input ended before a name was accepted"
 
 # --- showing other people's text safely ---------------------------------------------------------
 
@@ -92,6 +106,7 @@ SGR_BY_STYLE: Final = {
     "notice": "36",  # cyan
     "error": "1;31",  # bold red
     "own": "2",  # dim
+    "client": "33",  # yellow
 }
 SGR_RESET: Final = "\x1b[0m"
 
@@ -119,8 +134,25 @@ def format_server_line(line: str, colour: bool) -> str:
 
 
 def format_own_line(text: str, colour: bool) -> str:
-    """A line the user sent, as their own history shows it (the server never echoes it)."""
-    return _paint("you: " + terminal_safe(text), "own", colour)
+    """A line the user sent, as their own history shows it (the server never echoes it):
+    `you: text` for a message, `you -> NAME (private): text` for `/msg`, other commands as typed
+    (no server line starts with `/`)."""
+    parsed = parse_client_line(text)
+    shown = text
+    if isinstance(parsed, Message):
+        shown = f"{OWN_NAME}: {parsed.text}"
+    elif isinstance(parsed, Command) and parsed.name == "msg":
+        target, _, body = parsed.arg.partition(" ")
+        if target and body.strip():
+            shown = f"{OWN_NAME} -> {target} (private): {body}"
+    elif not isinstance(parsed, Command):  # refused by the server as sent; shown as it was typed
+        shown = f"{OWN_NAME}: {text}"
+    return _paint(terminal_safe(shown), "own", colour)
+
+
+def format_client_line(text: str, colour: bool) -> str:
+    """A line of the client's own (a hint, a problem it noticed): `~ text`."""
+    return _paint(CLIENT_PREFIX + text, "client", colour)
 
 
 # --- the connection -----------------------------------------------------------------------------
@@ -179,7 +211,8 @@ class Connection:
     @staticmethod
     def _decode(line: bytes | LineTooLong) -> str:
         if isinstance(line, LineTooLong):
-            return f"! (a line over {MAX_SERVER_LINE_BYTES} bytes from the server was dropped)"
+            dropped = f"a line over {MAX_SERVER_LINE_BYTES} bytes from the server was dropped"
+            return CLIENT_PREFIX + dropped
         return line.decode(ENCODING, errors="replace")
 
     async def send(self, text: str) -> None:
@@ -253,7 +286,7 @@ class TerminalUI:
 
     def show_local_help(self) -> None:
         for line in LOCAL_HELP:
-            print(_paint(line, "notice", self.colour), flush=True)
+            print(format_client_line(line, self.colour), flush=True)
 
 
 class PlainUI:
@@ -358,6 +391,9 @@ class ChatSession:
         self._gone = asyncio.Event()
         # Until a name is accepted, the answers to it are read from here as well as shown.
         self._handshake_lines: asyncio.Queue[str | None] | None = asyncio.Queue()
+        # With --name the greeting asks for a name nobody needs to type: lines are held here
+        # until the server answers that name, then shown without the greeting if it accepted.
+        self._held: list[str] | None = [] if name is not None else None
         self._leaving = False
 
     async def run(self) -> Outcome:
@@ -368,6 +404,7 @@ class ChatSession:
         except ServerGone:
             return SERVER_CLOSED
         finally:
+            self._show_held()
             # Reached on Ctrl-C outside the prompt too (the task is cancelled): say goodbye.
             self.conn.close(farewell=None if self._leaving or self._gone.is_set() else "leave")
             receiver.cancel()
@@ -377,7 +414,10 @@ class ChatSession:
     async def _receive(self) -> None:
         try:
             while (line := await self.conn.read_line()) is not None:
-                self.ui.show_server_line(line)
+                if self._held is not None:
+                    self._held.append(line)
+                else:
+                    self.ui.show_server_line(line)
                 if self._handshake_lines is not None:
                     self._handshake_lines.put_nowait(line)
         finally:
@@ -393,19 +433,27 @@ class ChatSession:
             raise ServerGone
         return line
 
+    def _show_held(self, skip_greeting: bool = False) -> None:
+        """Show the lines held back while a --name was pending; from now on, show as they come."""
+        held, self._held = self._held or [], None
+        for line in held[1:] if skip_greeting else held:
+            self.ui.show_server_line(line)
+
     async def _join(self) -> Outcome | None:
         """Greeting and name; None once a name is accepted, else how the session ended."""
         greeting = await self._next_handshake_line()
         if parse_server_line(greeting).kind == "error":  # e.g. server full; it closes next
+            self._show_held()
             await self._wait_for_close()
             return SERVER_CLOSED
-        name, refusal = self.name, None
+        name, refused = self.name, False
         while True:
             if name is None:
+                self._show_held()  # the greeting says what a name may hold: show it first
                 name = await self._ask(NAME_PROMPT)
             if name is None:
-                if refusal is not None and not self.ui.interactive:
-                    return Outcome(EXIT_FAILURE, refusal)
+                if refused and not self.ui.interactive:
+                    return Outcome(EXIT_FAILURE, NO_NAME_ACCEPTED)  # the reason is shown above
                 return await self._leave()
             if not name.strip():  # the server ignores blank lines: it would never answer
                 name = None
@@ -415,9 +463,10 @@ class ChatSession:
             await self.conn.send(name)
             answer = parse_server_line(await self._next_handshake_line())
             if answer.kind != "error":
+                self._show_held(skip_greeting=True)
                 self._handshake_lines = None
                 return None
-            name, refusal = None, answer.text
+            name, refused = None, True
 
     async def _chat(self) -> Outcome:
         while True:
@@ -474,11 +523,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "other line is sent, and the end of input leaves."
         ),
     )
-    parser.add_argument("--host", default=DEFAULT_HOST, help="server address (%(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="server port (%(default)s)")
-    parser.add_argument("--name", help="your chat name; skips the question")
+    parser.add_argument(
+        "--host", type=_host, default=DEFAULT_HOST, help="server address (%(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help=f"server port, 1-{MAX_PORT} (%(default)s)"
+    )
+    parser.add_argument(
+        "--name", type=_chat_name, help="your chat name; skips the question unless it is refused"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug log on stderr")
     return parser.parse_args(argv)
+
+
+def _host(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text.strip()
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"must be 1-{MAX_PORT}, not {port}")
+    return port
+
+
+def _chat_name(text: str) -> str:
+    # Only what the line protocol itself cannot carry; the server judges the rest and says why.
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    if text_problem(text) is not None:
+        raise argparse.ArgumentTypeError("must be one line without control characters")
+    if _is_leave(text):
+        raise argparse.ArgumentTypeError(f"{text.strip()!r} would leave the chat at once")
+    return text
 
 
 class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -1,12 +1,16 @@
 """What the server says to people, in English and in Russian (the original assignment's wording).
 
-Keys are stable; the protocol module decides the prefixes (`* ` notice, `! ` error).
+Keys are stable; the protocol module decides the prefixes (`* ` notice, `! ` error). A field
+written `{count:клиент|клиента|клиентов}` is a number followed by the noun form it needs, chosen
+by the language's plural rule (`plural_en`: one|other, `plural_ru`: one|few|many): "3 клиента".
 """
 
 from __future__ import annotations
 
 import locale
 import os
+import string
+from collections.abc import Callable
 from typing import Final
 
 EN: Final = {
@@ -22,7 +26,7 @@ EN: Final = {
     "who": "online ({count}): {names}",
     "shutdown": "server is shutting down, goodbye",
     "bye": "goodbye, {name}",
-    "full": "server full ({limit} clients), try again later",
+    "full": "server full ({limit:client|clients}), try again later",
     "address_busy": "too many connections from your address (limit {limit}), try again later",
     "address_rate": "too many new connections from your address (limit {limit} a minute), "
     "try again later",
@@ -60,52 +64,63 @@ EN: Final = {
 }
 
 RU: Final = {
-    "hello": "привет! отправьте своё имя: 1-32 буквы, цифры, _ - или .",
-    "welcome": "добро пожаловать, {name}! в чате {count}: {names}",
+    "hello": "здравствуйте! отправьте своё имя: 1-32 символа (буквы, цифры, _ - или .)",
+    "welcome": "добро пожаловать, {name}! в чате {count:человек|человека|человек}: {names}",
     "more": "и ещё {n}",
     "joined": "{name} присоединился к чату!",
     "left": "{name} покинул чат.",
-    "slow_consumer_left": "{name} отключён: слишком медленно читает",
-    "slow_consumer": "отключение: вы перестали читать, в очереди больше {limit} байт",
-    "renamed": "{old} теперь {new}",
+    "slow_consumer_left": "пользователь {name} отключён: слишком медленно читает",
+    "slow_consumer": (
+        "вы отключены: вы перестали читать, а для вас накопилось больше {limit:байта|байт|байт}"
+    ),
+    "renamed": "{old} теперь под именем {new}",
     "you_are": "теперь вы {name}",
-    "who": "в чате ({count}): {names}",
+    "who": "в чате {count:человек|человека|человек}: {names}",
     "shutdown": "сервер завершает работу, до свидания",
     "bye": "до свидания, {name}",
-    "full": "сервер заполнен ({limit} клиентов), попробуйте позже",
+    "full": "сервер заполнен ({limit:клиент|клиента|клиентов}), попробуйте позже",
     "address_busy": "слишком много соединений с вашего адреса (предел {limit}), попробуйте позже",
     "address_rate": "слишком много новых соединений с вашего адреса (предел {limit} в минуту), "
     "попробуйте позже",
-    "unnamed_full": "слишком много соединений ждут имени, попробуйте ещё раз",
+    "unnamed_full": "слишком много соединений ждёт имени, попробуйте ещё раз",
     "handshake_timeout": "имя не получено за {seconds:g} с, соединение закрыто",
-    "name_empty": "имя отклонено: пустое; нужно 1-32 буквы, цифры, _ - или .",
-    "name_too_long": "имя отклонено: длиннее {limit} символов, выберите короче",
-    "name_bad_char": "имя отклонено: в {name} есть символы кроме букв, цифр, _ - .",
-    "name_taken": "имя отклонено: {name} уже занято, выберите другое",
-    "name_invisible": "имя отклонено: в нём есть невидимые символы (нулевой ширины, заполнители)",
-    "name_not_allowed": (
-        "имя отклонено: в {name} есть недопустимая форма символа"
-        " (надстрочный, в кружке, совместимый или архаичный, или знак ударения в начале)"
+    "name_empty": "имя отклонено: оно пустое; нужно 1-32 символа (буквы, цифры, _ - или .)",
+    "name_too_long": "имя отклонено: длиннее {limit:символа|символов|символов}, выберите покороче",
+    "name_bad_char": "имя отклонено: {name} содержит символы, кроме букв, цифр, _ - .",
+    # "занято" agrees with "имя", so it reads right whatever the name ("Алиса уже занято" did not).
+    "name_taken": "имя {name} уже занято, выберите другое",
+    "name_invisible": (
+        "имя отклонено: в нём есть невидимые символы (нулевой ширины, заполнители, метки)"
     ),
-    "name_mixed_direction": "имя отклонено: в {name} смешаны буквы справа налево и слева направо",
+    "name_not_allowed": (
+        "имя отклонено: {name} содержит недопустимую в именах форму символа (надстрочную,"
+        " в кружке, совместимую или архаичную) или начинается с отдельного знака ударения"
+    ),
+    "name_mixed_direction": (
+        "имя отклонено: в имени {name} смешаны буквы письма справа налево и слева направо"
+    ),
     "bad_text": "строка отклонена: управляющие символы и разделители строк в тексте недопустимы",
-    "line_too_long": "слишком длинная строка (больше {limit} байт), отброшена",
-    "bad_utf8": "неверная кодировка UTF-8, строка отброшена",
+    "line_too_long": "строка слишком длинная (больше {limit:байта|байт|байт}), отброшена",
+    "bad_utf8": "некорректный UTF-8, строка отброшена",
     "unknown_command": "неизвестная команда /{command}, см. /help",
     "usage_msg": "использование: /msg ИМЯ текст",
     "usage_nick": "использование: /nick НОВОЕ_ИМЯ",
     "no_such_user": "нет такого пользователя: {name}",
-    "notices_off": "уведомления о входе и выходе отключены, пока в чате больше {limit}",
+    "notices_off": (
+        "уведомления о входе и выходе отключены,"
+        " пока в чате больше {limit:человека|человек|человек}"
+    ),
     "help": (
         "команды:",
-        "  текст          отправить всем (строка с // отправляет буквальный /)",
-        "  /msg ИМЯ текст отправить только ИМЯ",
+        "  текст          отправить всем (чтобы начать текст с /, напишите //)",
+        "  /msg ИМЯ текст отправить текст только пользователю ИМЯ",
         "  /who           кто в чате",
         "  /nick НОВОЕ    сменить имя",
         "  /stats         счётчики сервера",
         "  /help          эта справка",
-        "  leave или /quit выйти",
-        "уведомления о входе и выходе отключаются, когда в чате больше {limit}",
+        "  leave, /quit   выйти из чата",
+        "уведомления о входе и выходе отключаются,"
+        " пока в чате больше {limit:человека|человек|человек}",
     ),
 }
 
@@ -122,15 +137,51 @@ def default_lang() -> str:
     return "ru" if code.lower().startswith("ru") else "en"
 
 
+def plural_en(count: float, one: str, other: str) -> str:
+    """The English noun form after `count`: 1 client, 0 or 2 clients."""
+    return one if count == 1 else other
+
+
+def plural_ru(count: float, one: str, few: str, many: str) -> str:
+    """The Russian noun form after `count`: 1, 21, 101 клиент; 2-4, 22-24 клиента; 0, 5-20,
+    25-30, 111-114 клиентов. A fraction takes the `few` form (1,5 клиента)."""
+    if count != int(count):
+        return few
+    n = abs(int(count))
+    if n % 10 == 1 and n % 100 != 11:
+        return one
+    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+        return few
+    return many
+
+
+PLURAL_RULES: Final[dict[str, Callable[..., str]]] = {"en": plural_en, "ru": plural_ru}
+PLURAL_SEPARATOR: Final = "|"
+
+
+class _CatalogueFormatter(string.Formatter):
+    """`str.format`, plus `{n:form|form}`: the number, a space, and the form its count needs."""
+
+    def __init__(self, plural: Callable[..., str]) -> None:
+        self._plural = plural
+
+    def format_field(self, value: object, format_spec: str) -> str:
+        if PLURAL_SEPARATOR in format_spec:
+            forms = format_spec.split(PLURAL_SEPARATOR)
+            return f"{value} {self._plural(value, *forms)}"
+        return super().format_field(value, format_spec)
+
+
 class Texts:
     """Formats catalogue entries in one language: `texts("joined", name="alice")`."""
 
     def __init__(self, lang: str) -> None:
         self.lang = lang
         self._catalogue = CATALOGUES[lang]
+        self._formatter = _CatalogueFormatter(PLURAL_RULES[lang])
 
     def __call__(self, key: str, **fields: object) -> str:
-        return self._catalogue[key].format(**fields)
+        return self._formatter.format(self._catalogue[key], **fields)
 
     def lines(self, key: str, **fields: object) -> list[str]:
-        return [line.format(**fields) for line in self._catalogue[key]]
+        return [self._formatter.format(line, **fields) for line in self._catalogue[key]]

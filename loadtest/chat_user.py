@@ -21,12 +21,30 @@ options.py (`--chat-*`), run_control.py (the end-of-run halt, drain and merge), 
 
 from __future__ import annotations
 
+import importlib.util
 import random
 import sys
 from pathlib import Path
 
-from locust import User, task
-from locust.env import Environment
+LOADTEST_MODULES = ("locust", "psutil")  # the `loadtest` extra in pyproject.toml
+
+
+def _exit_unless_installed() -> None:
+    """Run as a script by a Python without the load test's packages: say how to get them."""
+    missing = [name for name in LOADTEST_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        sys.exit(
+            f"{Path(__file__).name}: {' and '.join(missing)} not installed for {sys.executable}; "
+            "run `make test` (it installs everything in .venv) and use "
+            "`.venv/bin/python loadtest/chat_user.py --help`, or `pip install -e '.[loadtest]'`"
+        )
+
+
+if __name__ == "__main__":
+    _exit_unless_installed()
+
+from locust import User, task  # noqa: E402
+from locust.env import Environment  # noqa: E402
 
 
 def _put_repository_on_path() -> None:

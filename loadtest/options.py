@@ -1,17 +1,26 @@
-"""The `--chat-*` command-line options (registered with Locust on import) and `--host` parsing."""
+"""The `--chat-*` command-line options (registered with Locust on import) and `--host` parsing.
+
+Every value is checked as it is parsed, so a bad one (`--chat-room-rate -1`, `--chat-message-bytes
+0`, `nan`) is a one-line usage error, status 2, before anything starts.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from typing import Any
 
 from locust import events
 from locust.env import Environment
 
-from chat.protocol import MAX_LINE_BYTES
+from chat.protocol import MAX_LINE_BYTES, MAX_NAME_CHARS, name_problem
 from loadtest.ledger import DRAIN_QUIET_S
 
 MAX_PORT = 65535
+GROUP_TITLE = "Chat load test options (loadtest/chat_user.py)"
+# The longest tail unique_name adds: "-" + 4-character clock tag + process token + "-" + count.
+NAME_SUFFIX_SAMPLE = "-abcd2hkhs0z-999999"
 
 DEFAULTS: dict[str, Any] = {
     "chat_room_rate": 10.0,
@@ -27,37 +36,89 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def _number(kind: Callable[[str], float], low: float, low_included: bool) -> Callable[[str], Any]:
+    """An argparse type: a finite `kind` at or above `low` (strictly above unless included)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+        if not (value >= low if low_included else value > low):
+            bound = f"{low:g} or more" if low_included else f"above {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in some messages
+    return parse
+
+
+def _name_prefix(text: str) -> str:
+    problem = name_problem(text + NAME_SUFFIX_SAMPLE)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} makes names the server refuses ({problem}): use letters, digits, _ - . "
+            f"and at most {MAX_NAME_CHARS - len(NAME_SUFFIX_SAMPLE)} characters"
+        )
+    return text
+
+
+def _add(group: argparse._ArgumentGroup, *flags: str, **kwargs: Any) -> None:
+    # Locust's web UI lists an option when its action says so; Locust's own add_argument sets
+    # these, an argument group's does not.
+    action = group.add_argument(*flags, **kwargs)
+    action.include_in_web_ui = True  # type: ignore[attr-defined]
+    action.is_secret = action.is_required = action.is_multiple = False  # type: ignore[attr-defined]
+
+
 @events.init_command_line_parser.add_listener
 def add_chat_options(parser: argparse.ArgumentParser, **_kw: Any) -> None:
-    """The `--chat-*` options; they show in `--help` and in the web UI."""
-    parser.add_argument(
+    """The `--chat-*` options, under their own heading in `--help`; the web UI shows them too."""
+    group = parser.add_argument_group(
+        GROUP_TITLE, "How the simulated people chat, and how the run is checked."
+    )
+    _add(
+        group,
         "--chat-room-rate",
-        type=float,
+        metavar="RATE",
+        type=_number(float, 0, low_included=True),
         default=DEFAULTS["chat_room_rate"],
         help="messages per second from the whole room, shared by all users (0: everyone only "
         "listens). Each user waits an exponential time with mean USERS/RATE. Default 10",
     )
-    parser.add_argument(
+    _add(
+        group,
         "--chat-message-bytes",
-        type=int,
+        metavar="BYTES",
+        type=_number(int, 1, low_included=True),
         default=DEFAULTS["chat_message_bytes"],
-        help=f"length of each message in bytes, at most {MAX_LINE_BYTES}. Default 64",
+        help="length of each message in bytes (never shorter than its sequence number and time "
+        f"stamp, about 25 bytes); the server discards lines over its --max-line, {MAX_LINE_BYTES} "
+        "by default. Default 64",
     )
-    parser.add_argument(
+    _add(
+        group,
         "--chat-drain-s",
-        type=float,
+        metavar="SECONDS",
+        type=_number(float, 0, low_included=False),
         default=DEFAULTS["chat_drain_s"],
         help="at the end, the longest time to keep reading after sending stopped (it ends "
         f"earlier, once nothing arrived for {DRAIN_QUIET_S} s). Default 5",
     )
-    parser.add_argument(
+    _add(
+        group,
         "--chat-deliver-sample",
-        type=int,
+        metavar="N",
+        type=_number(int, 1, low_included=True),
         default=DEFAULTS["chat_deliver_sample"],
         help="report every Nth received message as a `deliver` request (all are still checked "
         "for loss). Raise it when Locust's CPU is the limit. Default 1",
     )
-    parser.add_argument(
+    _add(
+        group,
         "--chat-clock",
         choices=["monotonic", "wall"],
         default=DEFAULTS["chat_clock"],
@@ -65,7 +126,8 @@ def add_chat_options(parser: argparse.ArgumentParser, **_kw: Any) -> None:
         "machines are checked but not timed) or wall (time of day; times deliveries between "
         "machines too, with their clock offset as error). Default monotonic",
     )
-    parser.add_argument(
+    _add(
+        group,
         "--chat-latency-to",
         choices=["arrival", "read"],
         default=DEFAULTS["chat_latency_to"],
@@ -73,27 +135,37 @@ def add_chat_options(parser: argparse.ArgumentParser, **_kw: Any) -> None:
         "kernel's receive timestamp on Linux, so Locust's own delays are left out; their size is "
         "in the summary as read lag) or read (when Locust got to read them). Default arrival",
     )
-    parser.add_argument(
+    _add(
+        group,
         "--chat-connect-timeout-s",
-        type=float,
+        metavar="SECONDS",
+        type=_number(float, 0, low_included=False),
         default=DEFAULTS["chat_connect_timeout_s"],
         help="connect plus join must finish within this. Default 10",
     )
-    parser.add_argument(
+    _add(
+        group,
         "--chat-name-prefix",
-        type=str,
+        metavar="PREFIX",
+        type=_name_prefix,
         default=DEFAULTS["chat_name_prefix"],
         help="start of every user's name (the rest makes it unique). Default u",
     )
-    parser.add_argument(
+    _add(
+        group,
         "--chat-summary",
+        metavar="PATH",
         type=str,
         default=DEFAULTS["chat_summary"],
         help="write the end-of-run summary (delivery check, server /stats, Locust CPU) as JSON",
     )
     # Set by the master so every worker paces its users for the whole room, not its own share.
     parser.add_argument(
-        "--chat-room-users", type=int, default=0, help=argparse.SUPPRESS, include_in_web_ui=False
+        "--chat-room-users",
+        type=_number(int, 0, low_included=True),
+        default=0,
+        help=argparse.SUPPRESS,
+        include_in_web_ui=False,
     )
 
 

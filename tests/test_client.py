@@ -14,19 +14,25 @@ Promises (README.md "A two-terminal session" and after, docs/CLIENT.md) -> tests
 - `--help` lists the options; a bad option is a usage error, status 2
     -> test_help_option_lists_the_options
     -> test_bad_option_is_a_usage_error_with_status_2
+    -> test_bad_option_values_are_usage_errors
 - `-v` debug log on stderr
     -> test_verbose_option_logs_debug_lines_on_stderr
 - `chat-client` script runs the same client
     -> test_console_script_runs_the_same_client
-- `--name` skips the question; refused, you are asked
+- `--name` skips the question (neither the server's nor ours is shown); refused, you are asked
     -> test_name_option_skips_the_question
+    -> test_accepted_name_option_shows_no_name_question_on_the_screen
     -> test_refused_name_option_falls_back_to_the_question
 - a refused name: the reason, asked again
     -> test_terminal_asks_the_name_again_with_the_servers_reason
 - the input line stays; messages print above it
     -> test_incoming_message_does_not_tear_the_line_being_typed
-- own lines in the history as `you: ...`
+- own lines in the history as `you: ...`, `/msg` as `you -> NAME (private): ...`
     -> test_own_messages_are_shown_in_the_history_and_sent
+    -> test_own_lines_show_messages_private_messages_and_commands_apart
+- the client's own lines start `~ `, which no server line can
+    -> test_client_and_own_lines_can_never_be_taken_for_a_server_line
+    -> test_help_lists_the_commands
 - notice cyan, error red, private magenta, names bold, own dim
     -> test_notices_errors_and_chat_are_styled_apart_on_colour_terminals
 - NO_COLOR=1 or TERM=dumb: plain text
@@ -35,7 +41,7 @@ Promises (README.md "A two-terminal session" and after, docs/CLIENT.md) -> tests
 - `text` reaches everyone else as `NAME: text`
     -> test_own_messages_are_shown_in_the_history_and_sent
     -> test_piped_lines_reach_others_and_end_of_input_leaves
-- `/msg NAME text` reaches only NAME
+- `/msg NAME text` reaches only NAME, shown as `you -> NAME (private): text`
     -> test_private_message_reaches_only_its_addressee_and_shows_in_the_history
 - `/help`: the client's keys, then the server's commands
     -> test_help_lists_the_commands
@@ -62,9 +68,9 @@ Promises (README.md "A two-terminal session" and after, docs/CLIENT.md) -> tests
     -> test_empty_input_leaves_at_once_with_status_0
 - piped: `/quit` ends, later lines not sent
     -> test_quit_command_ends_a_piped_session_and_later_lines_are_not_sent
-- piped: refused name, next line tried; input ends first: status 1, reason on stderr
+- piped: refused name, next line tried; input ends first: status 1, the reason printed once
     -> test_piped_refused_name_is_followed_by_the_next_line_as_name
-    -> test_piped_refused_name_then_end_of_input_exits_1_with_the_reason
+    -> test_piped_refused_name_then_end_of_input_exits_1_with_the_reason_once
 - piped: waits up to 2 s after leaving for lines in flight
     -> (none: needs a server that delays its close)
 """
@@ -90,15 +96,19 @@ from hypothesis import strategies as st
 
 from chat.client import (
     BIDI_CONTROLS,
+    CLIENT_PREFIX,
+    LOCAL_HELP,
+    NO_NAME_ACCEPTED,
     SGR_BY_STYLE,
     SGR_RESET,
+    format_client_line,
     format_own_line,
     format_server_line,
     parse_args,
     terminal_safe,
     wants_colour,
 )
-from chat.protocol import LineDecoder, encode_line
+from chat.protocol import LineDecoder, encode_line, name_problem, parse_server_line
 from tests.conftest import ServerProcess, start_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -392,6 +402,27 @@ def test_without_colour_lines_are_shown_as_the_server_sent_them() -> None:
     assert format_own_line("hello", colour=False) == "you: hello"
 
 
+def test_own_lines_show_messages_private_messages_and_commands_apart() -> None:
+    assert format_own_line("/msg bob hi there", colour=False) == "you -> bob (private): hi there"
+    assert format_own_line("//slash", colour=False) == "you: /slash"  # sent as a literal /
+    assert format_own_line("/who", colour=False) == "/who"  # a command, not said to anyone
+    assert format_own_line("/msg bob", colour=False) == "/msg bob"  # the server says the usage
+    assert format_own_line("/msg bob hi", colour=True) == (
+        "\x1b[2myou -> bob (private): hi" + SGR_RESET
+    )
+
+
+def test_client_and_own_lines_can_never_be_taken_for_a_server_line() -> None:
+    assert name_problem(CLIENT_PREFIX.strip()) is not None  # no user can be called `~`
+    client_lines = [format_client_line(line, colour=False) for line in LOCAL_HELP]
+    assert all(line.startswith(CLIENT_PREFIX) for line in client_lines)
+    assert format_client_line("x", colour=True) == "\x1b[33m~ x" + SGR_RESET
+    for line in [*client_lines, format_own_line("/msg bob hi", colour=False)]:
+        # Neither a chat line nor a notice or error the server sent: parsed, it is "unknown".
+        parsed = parse_server_line(line)
+        assert parsed.kind == "notice" and parsed.text == line, line
+
+
 def test_other_users_escapes_are_neutralised_even_inside_styled_lines() -> None:
     line = format_server_line(f"mallory: {EVIL}", colour=True)
     assert EVIL_VISIBLE in line and "\x1b[2J" not in line
@@ -456,21 +487,23 @@ def test_piped_refused_name_is_followed_by_the_next_line_as_name(
     bob.expect("alice2: hello")
 
 
-def test_piped_refused_name_then_end_of_input_exits_1_with_the_reason(
+def test_piped_refused_name_then_end_of_input_exits_1_with_the_reason_once(
     server: ServerProcess, peers
 ) -> None:
     peers(server.address, "alice")
     result = run_piped(server.port, "alice\n")
     assert result.returncode == 1
-    assert "alice is taken" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert (result.stdout + result.stderr).count("alice is taken") == 1
+    assert "! name refused: alice is taken, try another" in result.stdout.splitlines()
+    assert result.stderr.strip() == NO_NAME_ACCEPTED
 
 
 def test_name_option_skips_the_question(server: ServerProcess, peers) -> None:
     bob = peers(server.address, "bob")
     result = run_piped(server.port, "first line is a message\n", "--name", "carol")
     assert result.returncode == 0, result.stderr
-    assert "* welcome, carol!" in result.stdout
+    assert result.stdout.startswith("* welcome, carol!")  # no "send your name" before it
+    assert "send your name" not in result.stdout
     bob.expect("carol: first line is a message")
 
 
@@ -491,7 +524,7 @@ def test_quit_command_ends_a_piped_session_and_later_lines_are_not_sent(
 
 def test_server_going_away_exits_1_with_one_sentence(server: ServerProcess, popen_client) -> None:
     alice = popen_client(server.port, "--name", "alice")
-    assert "* welcome, alice!" in alice.stdout.readline() + alice.stdout.readline()
+    assert alice.stdout.readline().startswith("* welcome, alice!")  # the first line: no greeting
     server.stop()
     out, err = alice.communicate(timeout=PIPE_RUN_TIMEOUT_S)  # stdin stays open until now
     assert alice.returncode == 1
@@ -508,11 +541,33 @@ def test_refused_connection_exits_1_with_one_sentence() -> None:
 
 
 def test_bad_option_is_a_usage_error_with_status_2() -> None:
-    result = run_piped(5555, "", "--port", "x")
+    result = run_piped(5555, "", "--port", "99999")
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (
-        "chat-client: error: argument --port: invalid int value: 'x'"
+        "chat-client: error: argument --port: must be 1-65535, not 99999"
     )
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "0"], "argument --port: must be 1-65535, not 0"),
+        (["--port", "-1"], "argument --port: must be 1-65535, not -1"),
+        (["--port", "x"], "argument --port: not a port number: 'x'"),
+        (["--host", " "], "argument --host: must not be empty"),
+        (["--name", ""], "argument --name: must not be empty"),
+        (["--name", "al\nice"], "argument --name: must be one line without control characters"),
+        (["--name", "/quit"], "argument --name: '/quit' would leave the chat at once"),
+    ],
+)
+def test_bad_option_values_are_usage_errors(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(args)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"chat-client: error: {message}"
 
 
 def test_verbose_option_logs_debug_lines_on_stderr(server: ServerProcess) -> None:
@@ -571,7 +626,7 @@ def test_private_message_reaches_only_its_addressee_and_shows_in_the_history(
     child.expect_exact("* welcome, bob!")
     carol.expect("* bob joined the chat")
     child.sendline("/msg alice psst")
-    child.expect_exact("you: /msg alice psst")
+    child.expect_exact("you -> alice (private): psst")
     assert alice.expect("psst") == "bob (private): psst"
     carol.send("/who")  # replies keep their order: had carol got "psst", it would come first
     assert carol.expect("").startswith("* online (")
@@ -581,7 +636,7 @@ def test_help_lists_the_commands(server: ServerProcess, pty_client) -> None:
     child = pty_client(server.port, "--name", "bob")
     child.expect_exact("* welcome, bob!")
     child.sendline("/help")
-    child.expect_exact("Ctrl-D")  # the client's own keys first, then the server's command list
+    child.expect_exact("~ Ctrl-D")  # the client's own keys first, then the server's command list
     child.expect_exact("/msg NAME text")
 
 
@@ -672,6 +727,15 @@ def test_incoming_message_does_not_tear_the_line_being_typed(
     term.wait_for(lambda s: "you: half typed words and the rest" in s, "own line in history")
 
 
+def test_accepted_name_option_shows_no_name_question_on_the_screen(
+    server: ServerProcess, terminal
+) -> None:
+    term = terminal(server.port, "--name", "bob")
+    screen = term.wait_for(lambda s: any(line.startswith("* welcome, bob!") for line in s), "hi")
+    term.wait_for(lambda s: ">" in s, "the chat prompt")
+    assert [line for line in term.lines() if line] == ["* welcome, bob! 1 online: bob", ">"], screen
+
+
 def test_escape_sequence_cannot_clear_or_colour_another_users_screen(
     server: ServerProcess, peers, terminal
 ) -> None:
@@ -719,6 +783,7 @@ def test_refused_name_option_falls_back_to_the_question(
 ) -> None:
     peers(server.address, "alice")
     child = pty_client(server.port, "--name", "alice")
+    child.expect_exact("send your name")  # refused: now the rules are worth reading
     child.expect_exact("name refused: alice is taken")
     child.expect_exact("your name:")
     child.sendline("bob")

@@ -55,6 +55,13 @@ Promises (README.md "Load testing", docs/LOADTEST.md) -> tests:
     -> test_every_chat_option_in_the_guide_is_listed_by_the_locustfile_help
     -> test_every_chat_option_the_readme_names_exists (strict xfail: README says
        --chat-message-size)
+- ... under a heading of their own, `--chat-message-bytes` in bytes; without Locust installed,
+  one line saying how to install it, status 1
+    -> test_locustfile_help_lists_the_chat_options_under_their_own_heading
+    -> test_locustfile_help_without_locust_installed_says_how_to_install_it
+- bad `--chat-*` values (negative rates, zero sizes, nan, a prefix names cannot start with) are
+  one-line usage errors, status 2
+    -> test_bad_chat_option_values_are_one_line_usage_errors
 - not tested: the web UI, `--master`/`--worker` across machines and `-f -`, a worker that does
   not report, `--chat-clock wall`, `--chat-latency-to` values, `--chat-connect-timeout-s`,
   `--chat-name-prefix`, subclassing ChatUser, the CPU-bound and busy-machine flags.
@@ -422,6 +429,120 @@ def test_every_chat_option_in_the_guide_is_listed_by_the_locustfile_help() -> No
 def test_every_chat_option_the_readme_names_exists() -> None:
     named = set(re.findall(r"(--chat-[a-z-]+)", (ROOT / "README.md").read_text()))
     assert named <= set(re.findall(r"(--chat-[a-z-]+)", locustfile_help()))
+
+
+OPTION_SCENARIO = r"""
+import contextlib, io, json, sys
+import loadtest.options  # registers the --chat-* options
+from locust.argument_parser import get_parser
+out = []
+for args in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            parsed = get_parser().parse_args(["-f", "chat_user.py", *args])
+            status = 0
+        except SystemExit as exc:
+            status = exc.code
+    out.append([status, err.getvalue()])
+print(json.dumps(out))
+"""
+
+
+def test_bad_chat_option_values_are_one_line_usage_errors() -> None:
+    cases = [
+        (["--chat-room-rate", "-1"], "argument --chat-room-rate: must be 0 or more, not -1"),
+        (
+            ["--chat-room-rate", "nan"],
+            "argument --chat-room-rate: must be a finite number, not nan",
+        ),
+        (["--chat-room-rate", "x"], "argument --chat-room-rate: not a number: 'x'"),
+        (["--chat-message-bytes", "0"], "argument --chat-message-bytes: must be 1 or more, not 0"),
+        (
+            ["--chat-message-bytes", "1.5"],
+            "argument --chat-message-bytes: not a whole number: '1.5'",
+        ),
+        (["--chat-drain-s", "0"], "argument --chat-drain-s: must be above 0, not 0"),
+        (
+            ["--chat-deliver-sample", "0"],
+            "argument --chat-deliver-sample: must be 1 or more, not 0",
+        ),
+        (
+            ["--chat-connect-timeout-s", "inf"],
+            "argument --chat-connect-timeout-s: must be a finite number, not inf",
+        ),
+        (
+            ["--chat-name-prefix", "a b"],
+            "argument --chat-name-prefix: 'a b' makes names the server",
+        ),
+        (["--chat-room-rate", "0", "--chat-message-bytes", "1", "--chat-drain-s", "0.5"], None),
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", OPTION_SCENARIO, json.dumps([args for args, _ in cases])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=LOCUST_TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr
+    for (args, message), (status, stderr) in zip(cases, json.loads(done.stdout), strict=True):
+        if message is None:
+            assert (status, stderr) == (0, ""), args
+            continue
+        assert status == 2, args
+        assert len(stderr.splitlines()) == 1 and f"error: {message}" in stderr, (args, stderr)
+    # And as users meet it: Locust itself stops at once with that one line and status 2.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(CHAT_USER),
+            "--headless",
+            "--chat-room-rate",
+            "-1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=LOCUST_TIMEOUT_S,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        done.stderr.split(":")[0] + ": error: argument --chat-room-rate: must be 0 or more, not -1"
+    ]
+
+
+def test_locustfile_help_lists_the_chat_options_under_their_own_heading() -> None:
+    text = locustfile_help()
+    heading = "\nChat load test options (loadtest/chat_user.py):\n"
+    assert heading in text
+    before, after = text.split(heading, 1)
+    # The section runs to the next heading: the next line that is not indented.
+    own_section = re.split(r"\n(?=\S)", after, maxsplit=1)[0]
+    assert re.findall(r"--chat-[a-z-]+", before) == []
+    listed = re.findall(r"^  (--chat-[a-z-]+)", own_section, re.MULTILINE)
+    assert len(listed) == 9, own_section
+    message_bytes = own_section.split("--chat-message-bytes", 1)[1].split("\n  --", 1)[0]
+    assert "bytes" in message_bytes and "character" not in message_bytes
+
+
+def test_locustfile_help_without_locust_installed_says_how_to_install_it() -> None:
+    # -S: this Python without its site-packages, so without Locust, as a plain python3 would be.
+    done = subprocess.run(
+        [sys.executable, "-S", str(CHAT_USER), "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=LOCUST_TIMEOUT_S,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert "locust" in done.stderr and "not installed" in done.stderr
+    assert "make test" in done.stderr and "pip install -e '.[loadtest]'" in done.stderr
 
 
 ADDRESS_SCENARIO = r"""
