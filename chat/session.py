@@ -159,6 +159,9 @@ class Session:
         self.announce("joined", name=self.name)
         log.info("%s", texts("joined", name=self.name))
         self.notice("welcome", name=self.name, count=count, names=", ".join(names))
+        limit = self.server.config.notice_limit
+        if count > limit:  # so the newcomer does not take the silence for an empty room
+            self.notice("notices_off", limit=limit)
 
     # --- the chat loop -------------------------------------------------------------------------
 

@@ -253,7 +253,7 @@ def test_who_splits_a_long_list_into_lines_of_about_a_thousand_bytes():
     with running(notice_limit=0) as srv:
         peers = [Peer(srv.address, name) for name in names]
         peers[0].send("/who")
-        first = peers[0].expect(lambda line: True)
+        first = peers[0].expect(lambda line: line.startswith("* online ("))  # after notices_off
         assert first.startswith("* online (40): ")
         lines = [first, *peers[0].barrier()]  # the rest of the reply, and nothing else
         assert len(lines) == 3
@@ -475,7 +475,10 @@ def test_two_hundred_clients_join_and_leave_while_messages_flow(queued):
 def test_notices_stop_above_the_notice_limit():
     with running(notice_limit=2) as srv:
         alice, bob = room(srv, "alice", "bob")  # 2 online: bob's join is announced
-        carol = Peer(srv.address, "carol")  # 3 > 2: nobody is told
+        carol = Peer(srv.address, "carol")  # 3 > 2: nobody is told, and carol is told why
+        assert carol.expect(lambda _: True) == (
+            "* join and leave notices are off while more than 2 are online"
+        )
         dave = Peer(srv.address, "dave")
         dave.send("leave")
         dave.wait_closed()  # its leave was handled before its socket closed: 3 left, still > 2

@@ -157,19 +157,7 @@ def _is_used(key: str, code: str) -> bool:
 
 @pytest.mark.parametrize(
     "key",
-    [
-        pytest.param(
-            key,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the server never sends notices_off (it only lists the limit in /help): "
-                "send it where notices stop, or drop the key",
-            ),
-        )
-        if key == "notices_off"
-        else key
-        for key in sorted(EN)
-    ],
+    sorted(EN),
 )
 def test_every_text_is_used_by_the_code(key: str) -> None:
     assert _is_used(key, _code()), f"no code sends {key!r}"
