@@ -27,6 +27,8 @@ NOTICE_PREFIX: Final = "* "
 ERROR_PREFIX: Final = "! "
 PRIVATE_MARK: Final = " (private)"
 LEAVE_WORDS: Final = frozenset({"leave", "/quit"})
+# What a client sends to leave: the original's word, which every server version understands.
+LEAVE_LINE: Final = "leave"
 
 
 class LineTooLong:
@@ -196,6 +198,19 @@ def parse_client_line(text: str) -> Message | Command | Leave | Refused | None:
             return Leave()
         return Command(word.lower(), rest.strip())
     return Message(text)
+
+
+MSG_COMMAND: Final = "msg"
+HELP_COMMAND: Final = "help"
+
+
+def private_message(command: Command) -> tuple[str, str] | None:
+    """A `/msg NAME text` command's addressee and text; None when it is another command or lacks
+    either (the server answers that with the usage)."""
+    if command.name != MSG_COMMAND:
+        return None
+    target, _, text = command.arg.partition(" ")
+    return (target, text) if target and text.strip() else None
 
 
 # --- lines the server sends --------------------------------------------------------------------
