@@ -213,6 +213,14 @@ def private_message(command: Command) -> tuple[str, str] | None:
     return (target, text) if target and text.strip() else None
 
 
+STATS_COMMAND: Final = "stats"
+
+
+def command_line(name: str, arg: str = "") -> str:
+    """A `/command` line as a client sends it: `command_line(STATS_COMMAND)` is `/stats`."""
+    return f"/{name} {arg}" if arg else f"/{name}"
+
+
 # --- lines the server sends --------------------------------------------------------------------
 
 
@@ -316,3 +324,11 @@ def parse_stats(text: str) -> dict[str, float]:
         key, _, value = token.partition("=")
         out[key] = float(value)
     return out
+
+
+def stats_reply(line: str) -> dict[str, float] | None:
+    """The counters in a line from the server when it is a `/stats` reply, else None."""
+    parsed = parse_server_line(line)
+    if parsed.kind != "notice" or not parsed.text.startswith(format_stats({})):  # "stats: "
+        return None
+    return parse_stats(parsed.text)
