@@ -1,12 +1,13 @@
-"""Flood control: what a client may make the server send, and how long its reader waits when over.
+"""Flood control: what a client may make the server do, and how long its reader waits when over.
 
 Each client has a token bucket measured in the bytes its lines make the server send, counted once
 per recipient plus a fixed cost per delivered line (a short line to 50 people costs about what 50
-sends cost). A chat message costs its size times the room; `/who` and `/help` cost their reply; a
-rename costs its notice times the room. Over budget, the client's reader thread simply stops
-reading until the bucket has refilled: TCP's flow control pushes back on the flooder and nothing
-queues in the server for it, as IRC daemons' "fakelag" does. Pure arithmetic on a clock the caller
-passes in: no sockets, no threads.
+sends cost), plus a fixed cost for every line it sends and a larger one for every command or name
+attempt. A chat message costs its size times the room; `/who` and `/help` their reply and a
+command's share; a rename its notice times the room. Over budget, the client's reader thread
+simply stops reading until the bucket has refilled: TCP's flow control pushes back on the flooder
+and nothing queues in the server for it, as IRC daemons' "fakelag" does. Pure arithmetic on a
+clock the caller passes in: no sockets, no threads.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ from typing import Final
 
 # What one delivered line costs beyond its bytes: roughly a small send's share of a write call.
 LINE_COST_BYTES: Final = 64
+# What every line a client sends costs before it is delivered anywhere: reading, framing,
+# decoding and classifying it take the server about as long as a few deliveries.
+LINE_IN_COST_BYTES: Final = 256
+# What a command or a name attempt costs on top: each is Python work of its own (a /who sorts
+# the room, a name is checked against PRECIS and the confusables) worth a hundred deliveries or
+# more. It holds a script to 64 commands a second (512 at once); nobody types that fast.
+COMMAND_COST_BYTES: Final = 128 * 1024
 # Sustained rate and burst. A person typing, a paced sender and every burst in bench/ stay far
 # inside them (the largest, 10 senders x 500 lines of 1 kB to 100 clients, costs 51 MB each);
 # a script at wire speed is held to 8 MiB/s of fan-out: about 3,000 short lines a second into a

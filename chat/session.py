@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 from chat import protocol
 from chat.delivery import Outbox
-from chat.flood import FloodBudget, delivery_cost
+from chat.flood import COMMAND_COST_BYTES, LINE_IN_COST_BYTES, FloodBudget, delivery_cost
 from chat.protocol import Command, Leave, LineTooLong, Message, Refused
 
 if TYPE_CHECKING:
@@ -104,7 +104,9 @@ class Session:
         if not data:
             return None
         self.bytes_in += len(data)
-        return self.decoder.feed(data)
+        lines = self.decoder.feed(data)
+        self.cost += LINE_IN_COST_BYTES * len(lines)
+        return lines
 
     def _finish(self) -> None:
         server = self.server
@@ -130,6 +132,7 @@ class Session:
             return None
         if name in protocol.LEAVE_WORDS:
             return False
+        self.cost += COMMAND_COST_BYTES
         if not self._name_allowed(name):
             return None
         name = protocol.normalize_name(name)
@@ -255,6 +258,7 @@ class Session:
     # --- commands ------------------------------------------------------------------------------
 
     def _command(self, command: Command) -> None:
+        self.cost += COMMAND_COST_BYTES
         handler = COMMANDS.get(command.name)
         if handler is None:
             self.error("unknown_command", command=command.name)

@@ -14,8 +14,9 @@ import time
 from conftest import Peer, room, running, start_server
 
 from bench.server_proc import start_process
-from chat.flood import LINE_COST_BYTES, FloodBudget, delivery_cost
+from chat.flood import COMMAND_COST_BYTES, LINE_COST_BYTES, FloodBudget, delivery_cost
 from chat.protocol import parse_server_line, parse_stats
+from chat.server import ChatServer
 
 ATTACKER = "127.0.0.2"
 
@@ -25,13 +26,14 @@ def stats_of(peer: Peer) -> dict[str, float]:
     return parse_stats(parse_server_line(peer.expect(lambda x: x.startswith("* stats:"))).text)
 
 
-def stats_once_throttled(peer: Peer, timeout_s: float = 5.0) -> dict[str, float]:
-    """/stats, asked again until some client has been throttled (bounded by `timeout_s`)."""
+def stats_once_throttled(server: ChatServer, timeout_s: float = 5.0) -> dict[str, int | float]:
+    """The server's counters, read again until some client has been throttled (bounded by
+    `timeout_s`). Read in-process: asking by /stats would spend the asker's own budget."""
     deadline = time.monotonic() + timeout_s
-    stats = stats_of(peer)
+    stats = server.stats()
     while stats["throttled"] < 1 and time.monotonic() < deadline:
         time.sleep(0.01)
-        stats = stats_of(peer)
+        stats = server.stats()
     assert stats["throttled"] >= 1, stats
     return stats
 
@@ -70,8 +72,9 @@ def test_a_line_costs_its_bytes_and_a_fixed_share_per_recipient():
 def test_a_flooder_is_held_at_its_budget_while_others_chat_and_nothing_is_lost():
     lines = 2000  # 210 kB: more than one read of the server's (64 kB)
     body = "f" * 100
-    # Each flood line costs 2 recipients x 164 bytes: 2000 lines are ~660 kB, 2 s at 300 kB/s.
-    with running(flood_rate=300_000, flood_burst=20_000) as srv:
+    # Each flood line costs 2 recipients x 164 bytes + 256 to read: 2000 lines are ~1.2 MB, 2 s
+    # at 600 kB/s.
+    with running(flood_rate=600_000, flood_burst=20_000) as srv:
         alice, bob = room(srv, "alice", "bob")
         flooder = Peer(srv.address, "flooder", source=ATTACKER)
         alice.expect_line("* flooder joined the chat")
@@ -79,7 +82,7 @@ def test_a_flooder_is_held_at_its_budget_while_others_chat_and_nothing_is_lost()
         flooder.send_raw(b"".join(b"%d %s\n" % (i, body.encode()) for i in range(lines)))
         bob.expect(lambda line: line.startswith("flooder: 0 "))
         # The server stopped reading from the flooder: at most one read of its lines came in.
-        stats = stats_once_throttled(alice)
+        stats = stats_once_throttled(srv)
         assert stats["bytes_in"] < len(b"alice\nbob\nflooder\n") + lines * 105
         alice.send("still here")  # a polite client is not held behind the flooder
         got = []
@@ -94,14 +97,26 @@ def test_a_flooder_is_held_at_its_budget_while_others_chat_and_nothing_is_lost()
 
 
 def test_expensive_commands_are_paced_by_the_same_budget():
-    with running(flood_rate=20_000, flood_burst=5_000) as srv:
+    # A command a second, four at once: a person never notices, a script is held.
+    with running(flood_rate=COMMAND_COST_BYTES, flood_burst=4 * COMMAND_COST_BYTES) as srv:
         (watcher,) = room(srv, "watcher")
         spammer = Peer(srv.address, "spammer", source=ATTACKER)
-        spammer.send_raw(b"/help\n" * 200)  # ~200 x 9 reply lines: far over 5 kB
+        spammer.send_raw(b"/help\n" * 200)
         spammer.expect(lambda x: x.startswith("* commands"))
-        stats_once_throttled(watcher)
+        stats_once_throttled(srv)
         watcher.send("/who")  # the watcher is served at once
         watcher.expect(lambda x: x.startswith("* online (2)"))
+
+
+def test_a_script_trying_names_is_paced_too():
+    with running(flood_rate=20 * COMMAND_COST_BYTES, flood_burst=4 * COMMAND_COST_BYTES) as srv:
+        (watcher,) = room(srv, "watcher")
+        guesser = Peer(srv.address, source=ATTACKER)
+        guesser.send_raw(b"".join(b"WATCHER\n" for _ in range(20)))  # each refused: taken
+        guesser.expect(lambda x: x.startswith("! name refused: WATCHER is taken"))
+        stats_once_throttled(srv)
+        guesser.send("guesser")  # taken in turn, after the twenty before it
+        guesser.expect(lambda x: x.startswith("* welcome, guesser!"), timeout_s=10)
 
 
 def test_flood_control_can_be_turned_off():
