@@ -2,33 +2,43 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# `make run` needs the server's runtime dependencies and the client; everything else is for
+# testing and measuring. Each install has its own stamp; the dev extra includes the client one.
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 ARGS ?=
+# Where make bench and make loadtest write: git-ignored. OUT=results/reference records a new
+# reference run on purpose (results/reference/README.md says what to note about it).
+OUT ?= results/latest
 
 .PHONY: run test loadtest bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(PY) pyproject.toml
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+$(RUN_STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[client]'
+	touch $@
 
-run: $(STAMP)
+$(DEV_STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@ $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(PY) -m chat.server $(ARGS)
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(PY) -m pytest -q tests bench --benchmark-disable
 
-loadtest: $(STAMP)
-	$(PY) -m loadtest.run $(ARGS)
+loadtest: $(DEV_STAMP)
+	$(PY) -m loadtest.run --results $(OUT) $(ARGS)
 
-bench: $(STAMP)
-	$(PY) -m pytest bench/ --benchmark-only --benchmark-json=results/bench.json $(ARGS)
-	$(PY) -m bench.report --check results/bench.json
+bench: $(DEV_STAMP)
+	$(PY) -m pytest bench/ --benchmark-only --benchmark-json=$(OUT)/bench.json $(ARGS)
+	$(PY) -m bench.report --check $(OUT)/bench.json --out $(OUT)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check chat loadtest bench tests
 	$(VENV)/bin/ruff format --check chat loadtest bench tests
 

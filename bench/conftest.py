@@ -7,8 +7,11 @@ delivery, so the suite cannot rot; with benchmarks enabled it runs the full swee
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import re
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +25,15 @@ FULL_CLIENTS = (2, 10, 100, 500, 1000)
 QUICK_CLIENTS = (2, 10)
 
 
-DEFAULT_JSON = Path(__file__).resolve().parent.parent / "results" / "bench.json"
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+# Local runs go to a git-ignored folder; the committed reference is written only on purpose.
+DEFAULT_JSON = RESULTS / "latest" / "bench.json"
+REFERENCE_JSON = RESULTS / "reference" / "bench.json"
+# Asking for any of these means wanting pytest-benchmark's own tables back.
+TABLE_OPTIONS = ("--benchmark-columns", "--benchmark-group-by", "--benchmark-sort")
+# What a case costs beyond its measured window (server start, joins, checks): the reference
+# sweep took 8 m 42 s for 261 s of windows over 74 cases.
+CASE_SETUP_S = 3.5
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-benchmark reads the option in its own configure
@@ -35,9 +46,138 @@ def pytest_configure(config: pytest.Config) -> None:
         "expected_failure(raises, reason, **params): strict xfail, only for the parametrised "
         "cases whose parameters match `params`, and only when `raises` is what fails them",
     )
+    if not config.getoption("benchmark_only", False):
+        return
     # A full sweep always leaves its JSON for `python -m bench.report`, even when not asked to.
-    if config.getoption("benchmark_only", False) and config.getoption("benchmark_json") is None:
+    if config.getoption("benchmark_json") is None:
         config.option.benchmark_json = DEFAULT_JSON
+    Path(config.option.benchmark_json).parent.mkdir(parents=True, exist_ok=True)
+    # pytest-benchmark's tables give the window's wall time per case, which the report does not
+    # use; progress lines and a headline summary (below) replace them unless they are asked for.
+    asked = any(a.startswith(TABLE_OPTIONS) for a in config.invocation_params.args)
+    if not asked:
+        config.option.benchmark_quiet = True
+    if config.option.verbose == 0:
+        config.option.verbose = -1  # no file names between the progress lines
+    config.pluginmanager.register(SweepProgress(config), "bench-sweep-progress")
+
+
+class SweepProgress:
+    """One line per case with elapsed and estimated time left, then the report's headlines."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.start = time.monotonic()
+        self.names: list[str] = []
+        self.done: set[str] = set()
+        self.finished: list[str] = []
+        self.weights = reference_weights()
+
+    def write(self, line: str = "") -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(line)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config):
+        """No dot per case: the progress line below says more."""
+        outcome = yield
+        category, _letter, word = outcome.get_result()
+        outcome.force_result((category, "", word))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.names = [item.name for item in session.items]
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "setup" and report.passed:
+            return
+        if report.when == "teardown" or report.nodeid in self.done:
+            return
+        self.done.add(report.nodeid)
+        name = report.nodeid.rpartition("::")[2]
+        self.finished.append(name)
+        elapsed = time.monotonic() - self.start
+        outcome = outcome_word(report)
+        total = len(self.names) or len(self.done)
+        left = self.time_left(elapsed)
+        self.write(
+            f"[{len(self.done):>3}/{total}] {outcome:<16} {name:<52} "
+            f"{report.duration:6.1f} s   elapsed {clock(elapsed)}, {left}"
+        )
+
+    def time_left(self, elapsed: float) -> str:
+        """The remaining cases' share of the reference run's time, scaled to this run's pace."""
+        done = set(self.finished)
+        todo = [n for n in self.names if n not in done]
+        if not todo:
+            return "done"
+        known = list(self.weights.values())
+        default = sum(known) / len(known) if known else 1.0
+
+        def cost(name: str) -> float:
+            return self.weights.get(name, default) + CASE_SETUP_S
+
+        spent = sum(cost(n) for n in self.finished)
+        remaining = sum(cost(n) for n in todo)
+        if spent <= 0:
+            return "time left unknown"
+        return f"about {clock(elapsed * remaining / spent)} left"
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        session = getattr(self.config, "_benchmarksession", None)
+        found = [b.as_dict(include_data=False) for b in getattr(session, "benchmarks", [])]
+        if not found:
+            return
+        from bench.report import console_summary, rows_of
+
+        machine = {"loadavg_at_start": load_average()}
+        terminalreporter.write_sep("=", "benchmark headlines (full report: python -m bench.report)")
+        for line in console_summary(machine, rows_of({"benchmarks": found})):
+            terminalreporter.write_line(line)
+
+
+def outcome_word(report: pytest.TestReport) -> str:
+    if hasattr(report, "wasxfail"):
+        return "expected failure" if report.skipped else "unexpected pass"
+    if report.failed:
+        return "FAILED" if report.when == "call" else f"ERROR ({report.when})"
+    return "skipped" if report.skipped else "ok"
+
+
+def clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+def reference_weights() -> dict[str, float]:
+    """Each case's measured time in the reference run: what the time-left estimate is scaled by."""
+    try:
+        data = json.loads(REFERENCE_JSON.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {b["name"]: b["stats"]["median"] for b in data.get("benchmarks", [])}
+
+
+def load_average() -> list[str]:
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().split()[:3]
+    except OSError:
+        return []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_benchmark_group_stats(config, benchmarks, group_by):
+    """Groups in numeric order (clients=2, 10, 100, ...), not as text (10, 100, 1000, 2)."""
+    outcome = yield
+    groups = outcome.get_result()
+    outcome.force_result(sorted(groups, key=lambda pair: natural_key(pair[0] or "")))
+
+
+def natural_key(text: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 def is_quick(config: pytest.Config) -> bool:
@@ -80,6 +220,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                     raises=mark.kwargs["raises"], reason=mark.kwargs["reason"], strict=True
                 )
                 item.add_marker(xfail)
+                item.stash[EXPECTED_FAILURE] = mark.kwargs["reason"]
+
+
+EXPECTED_FAILURE = pytest.StashKey[str]()
+
+
+@pytest.fixture(autouse=True)
+def _record_expected_failure(request: pytest.FixtureRequest) -> None:
+    """An expected failure says so in its JSON row, so the report does not call it FAILED."""
+    reason = request.node.stash.get(EXPECTED_FAILURE, None)
+    if reason and "benchmark" in request.fixturenames:
+        request.getfixturevalue("benchmark").extra_info["expected_failure"] = reason
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:

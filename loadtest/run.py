@@ -1,18 +1,20 @@
 """`make loadtest`: start a chat server on a free port, load it with Locust, summarise, stop it.
 
-    python -m loadtest.run                                  # 30 users for 15 s, report in results/
+    python -m loadtest.run                          # 30 users for 15 s, report in results/latest/
     python -m loadtest.run -u 500 -r 50 -t 1m --processes 2
     python -m loadtest.run --server-arg=--writers=2 -- --chat-room-rate 50 --chat-message-bytes 200
 
 Arguments after `--` go to Locust unchanged (any `locust` or `--chat-*` option). The report lands in
-results/: Locust's CSV files and HTML report, and PREFIX_summary.json (delivery check, server
-/stats and process use, Locust's CPU). Exit status 0 only when Locust saw no failure and every
+results/latest/ (git-ignored; --results results/reference records a reference on purpose):
+Locust's CSV files and HTML report, and PREFIX_summary.json (delivery check, server /stats and
+process use, Locust's CPU). Exit status 0 only when Locust saw no failure and every
 delivery arrived exactly once. The server is stopped by its PID whatever happens.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -31,15 +33,16 @@ from pathlib import Path
 import psutil
 
 from loadtest.cpu_use import cpu_use_pct
+from loadtest.render import rows_table, summary_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT_USER = Path(__file__).resolve().parent / "chat_user.py"
+DEFAULT_RESULTS = ROOT / "results" / "latest"
 SERVER_START_TIMEOUT_S = 10.0
 SERVER_STOP_TIMEOUT_S = 5.0
 LOCUST_GRACE_S = 120.0  # beyond --run-time: start-up, ramp, drain and report writing
 LOCUST_STOP_TIMEOUT_S = 20.0  # a stopped run still drains and writes its report
 SAMPLE_EVERY_S = 0.5
-ROWS = ("connect", "send", "deliver", "error", "disconnect", "delivery-check")
 _LISTENING_RE = re.compile(r"listening on (\S+):(\d+)")
 _SPAN_RE = re.compile(r"(\d+)([hms]?)")
 
@@ -140,7 +143,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--processes", type=int, default=0, help="Locust worker processes (0; -1: one per core)"
     )
-    parser.add_argument("--results", default=str(ROOT / "results"), help="report directory")
+    parser.add_argument(
+        "--results",
+        default=str(DEFAULT_RESULTS),
+        help="report directory (results/latest, git-ignored; results/reference only on purpose)",
+    )
     parser.add_argument("--prefix", default="locust", help="report file prefix (locust)")
     parser.add_argument(
         "--server-arg",
@@ -205,7 +212,7 @@ class ServerUnderTest:
         threading.Thread(target=self._sample, daemon=True).start()
 
     def _sample(self) -> None:
-        try:
+        with contextlib.suppress(psutil.Error):  # the server is gone: its samples end there
             process = psutil.Process(self.pid)
             while not self._stop.is_set():
                 with process.oneshot():
@@ -219,8 +226,6 @@ class ServerUnderTest:
                         )
                     )
                 self._stop.wait(SAMPLE_EVERY_S)
-        except psutil.Error:
-            pass
 
     def usage(self) -> dict | None:
         """CPU (average and busiest second), peak threads and peak RSS over the samples."""
@@ -299,10 +304,8 @@ def _stop_group(proc: subprocess.Popen) -> int:
         proc.send_signal(signal.SIGTERM)
         return proc.wait(LOCUST_STOP_TIMEOUT_S) or 1
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     return proc.wait() or 1
 
 
@@ -325,67 +328,12 @@ def format_report(
     prefix: Path,
 ) -> str:
     """What a tester wants to read first, in a dozen lines."""
-    out = [f"\n== chat load test: {args.users} users, {args.run_time} ==", ""]
-    out.append(
-        f"{'row':15} {'requests':>9} {'failures':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}"
-    )
-    for name in ROWS:
-        row = rows.get(name)
-        if row:
-            out.append(
-                f"{name:15} {row['Request Count']:>9} {row['Failure Count']:>9} {row['50%']:>7} "
-                f"{row['99%']:>7} {float(row['Max Response Time']):>7.0f}"
-            )
+    out = [f"\n== chat load test: {args.users} users, {args.run_time} ==", "", *rows_table(rows)]
     if summary is None:
         out.append("\nno chat summary: Locust did not reach the end of the test (see its log)")
         return "\n".join(out)
-    d = summary["deliveries"]
-    verdict = "FAIL: " + "; ".join(summary["problems"]) if summary["problems"] else "OK"
-    out.append(
-        f"\ndeliveries: {summary['users']} users joined ({summary['connect_failures']} connect "
-        f"failures), {d['sent']} messages from {d['senders']} senders, {d['expected']} owed, "
-        f"{d['received']} received, {d['lost']} lost, {d['duplicated']} duplicated -> {verdict}"
-    )
-    if not summary["drain_quiet"]:
-        out.append("  (the drain ended before the room went quiet: late messages counted as lost)")
-    server = summary.get("server")
-    if server:
-        delta = server["delta"]
-        out.append(
-            f"server /stats: messages_in +{delta['messages_in']:.0f} "
-            f"({server['messages_in_minus_sent']:+.0f} vs sent), deliveries_out "
-            f"+{delta['deliveries_out']:.0f} ({server['deliveries_out_minus_received']:+.0f} vs "
-            f"received), slow_consumers +{delta['slow_consumers']:.0f}"
-        )
-    if server_use:
-        out.append(
-            f"server process: CPU {server_use['cpu_avg_pct']:.0f}% average, "
-            f"{server_use['cpu_peak_1s_pct']:.0f}% busiest second; up to "
-            f"{server_use['threads_peak']} threads, {server_use['rss_peak_mb']:.0f} MB RSS"
-        )
-    for p in summary["locust_processes"]:
-        waited = "?" if p["cpu_wait_pct"] is None else f"{p['cpu_wait_pct']:.0f}%"
-        out.append(
-            f"locust {p['node']}: {p['users']} users, CPU {p['cpu_avg_pct']:.0f}% average, "
-            f"{p['cpu_peak_pct']:.0f}% peak, waited for a core {waited} of the time"
-        )
-    lag = summary.get("locust_read_lag_ms")
-    if lag:
-        out.append(
-            f"locust read lag (arrival -> read): p50 {lag['p50']:.1f} ms, p99 {lag['p99']:.1f} "
-            f"ms, max {lag['max']:.1f} ms; `deliver` ends at {summary['latency_to']}"
-        )
-    out.append(
-        "Locust's CPU was (near) the limit: latencies include its own queueing"
-        if summary["locust_cpu_bound"]
-        else "Locust's CPU was not the limit"
-    )
-    if summary["locust_cpu_starved"]:
-        load = ", ".join(f"{x:.1f}" for x in summary["load_average"] or [])
-        out.append(
-            f"but the machine was busy (load average {load} on {summary['cpu_count']} cores): "
-            "Locust often waited for a core, and latencies include that wait"
-        )
+    out.append("")
+    out.extend(line.text for line in summary_lines(summary, "deliveries", server_use))
     out.append(f"\nreport: {prefix}.html, {prefix}_stats.csv, {prefix}_summary.json")
     return "\n".join(out)
 
