@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import resource
+import socket
 from dataclasses import dataclass, field
 
 from bench.server_proc import ServerProcess
@@ -16,6 +18,7 @@ from bench.swarm import (
     Verdict,
     percentile_ms,
 )
+from chat.protocol import LINE_TOO_LONG, LineDecoder, encode_line, parse_server_line, parse_stats
 
 JOIN_TIMEOUT_S = 120.0
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -28,6 +31,7 @@ class Window:
     drives: list[DriveReport] = field(default_factory=list)
     server_cpu_s: float = 0.0
     machine_busy_s: float = 0.0
+    driver_page_faults: int = 0
     verdict: Verdict | None = None
 
     @property
@@ -60,10 +64,16 @@ def drive_once(
     idle_timeout_s: float = IDLE_TIMEOUT_S,
 ) -> None:
     """One drive inside `window`, with the server's CPU time around it."""
-    cpu0, busy0 = server.cpu_s(), machine_busy_s()
+    cpu0, busy0, faults0 = server.cpu_s(), machine_busy_s(), page_faults()
     window.drives.append(swarm.drive(plans, timeout_s, poll_interval_s, idle_timeout_s))
     window.server_cpu_s += server.cpu_s() - cpu0
     window.machine_busy_s += machine_busy_s() - busy0
+    window.driver_page_faults += page_faults() - faults0
+
+
+def page_faults() -> int:
+    """The driver's page faults so far: every fresh page its kept chunks land on costs one."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def machine_busy_s() -> float:
@@ -110,6 +120,7 @@ def extra_info(case: str, server: ServerProcess, clients: int, window: Window, *
         "driver_saturated": wall > 0 and window.driver_cpu_s / wall > DRIVER_SATURATED_FRACTION,
         "other_cpu_frac": round(_other_load(window), 3),
         "max_send_lag_ms": round(max((d.max_send_lag_ms for d in window.drives), default=0), 3),
+        "driver_page_faults": window.driver_page_faults,
     }
     info.update(more)
     return info
@@ -148,3 +159,23 @@ def assert_delivered(window: Window) -> None:
 # Join and leave notices cost N²/2 deliveries while clients join; the cases that do not measure
 # joining switch them off so that setting up 1,000 clients stays cheap for every server.
 QUIET_JOINS = ("--notice-limit", "0")
+
+
+STATS_TIMEOUT_S = 10.0
+
+
+def server_stats(address: tuple[str, int], name: str = "stats-observer") -> dict[str, float]:
+    """Join as `name` (from 127.0.0.1), ask `/stats`, leave; the counters as numbers."""
+    with socket.create_connection(address, timeout=STATS_TIMEOUT_S) as sock:
+        decoder = LineDecoder(1 << 20)
+        sock.sendall(encode_line(name) + encode_line("/stats") + encode_line("/quit"))
+        while True:
+            data = sock.recv(1 << 16)
+            if not data:
+                raise ConnectionError(f"no /stats reply from {address}")
+            for raw in decoder.feed(data):
+                if raw is LINE_TOO_LONG:
+                    continue
+                line = parse_server_line(raw.decode("utf-8", "replace"))
+                if line.kind == "notice" and line.text.startswith("stats: "):
+                    return parse_stats(line.text)

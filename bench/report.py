@@ -1,12 +1,16 @@
-"""Turn a pytest-benchmark JSON into results/REPORT.md and PNG plots, servers side by side.
+"""Turn a pytest-benchmark JSON into REPORT.md and PNG plots, servers side by side.
 
-    python -m bench.report results/bench.json [--out results] [--check]
+    python -m bench.report [results/latest/bench.json] [--out DIR] [--check]
+
+The report lands next to the JSON (results/latest/ by default, git-ignored), except that a JSON in
+results/reference/ is reported into results/latest/ unless --out names the folder: the committed
+reference is rewritten only on purpose.
 
 Tables per case (per client count or offered rate, per server, ratios against the asyncio peer),
 a Targets section checked against the issue's numbers (met, missed, or no data when a target's
 rows are missing), and plots of latency and throughput against client count. A hand-written
-results/PROFILE.md, when present, is linked. With --check the exit status is 1, with one line
-per problem printed, when any target is missed or has no data.
+PROFILE.md in the output folder, when present, is linked. With --check the exit status is 1,
+with one line per problem printed, when any target is missed or has no data.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bench.report_hostile import hostile_targets  # noqa: E402
 from bench.targets import (  # noqa: E402
     CAPACITY_CLIENTS,
     JOIN_TARGET_S,
@@ -39,6 +44,13 @@ SERVER_LABELS = {
 COLORS = {"threaded": "tab:blue", "inline": "tab:orange", "asyncio": "tab:green"}
 BASELINE = "asyncio"
 NOISY_OTHER_LOAD = 0.25
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+DEFAULT_JSON = RESULTS / "latest" / "bench.json"
+REFERENCE_DIR = RESULTS / "reference"
+ONE_RUN_NOTE = (
+    "Each point is one run (one measured window, or 20 broadcasts for broadcast latency); "
+    "on a shared 2-core machine latency tails move by up to 2x between runs."
+)
 
 Rows = list[dict]
 
@@ -46,6 +58,11 @@ Rows = list[dict]
 def load(path: Path) -> tuple[dict, Rows]:
     """Machine info and one flat row per benchmark (extra_info plus the timed median)."""
     data = json.loads(path.read_text())
+    return data.get("machine_info", {}), rows_of(data)
+
+
+def rows_of(data: dict) -> Rows:
+    """One flat row per benchmark of a pytest-benchmark JSON document (or the same dicts)."""
     rows = []
     for bench in data.get("benchmarks", []):
         row = dict(bench.get("extra_info", {}))
@@ -55,7 +72,7 @@ def load(path: Path) -> tuple[dict, Rows]:
         row["median_s"] = bench["stats"]["median"]
         row["rounds"] = bench["stats"]["rounds"]
         rows.append(row)
-    return data.get("machine_info", {}), rows
+    return rows
 
 
 def by_case(rows: Rows, case: str, **match) -> Rows:
@@ -87,8 +104,26 @@ def delivery_cell(row: dict) -> str:
     bad = {k: row.get(k, 0) for k in ("lost", "duplicates", "out_of_order", "unexpected")}
     if row.get("timed_out") or any(bad.values()):
         text = ", ".join(f"{k}={v:,}" for k, v in bad.items() if v)
-        return f"**FAILED** {text}{' timed out' if row.get('timed_out') else ''}"
+        text += " timed out" if row.get("timed_out") else ""
+        expected = row.get("expected_failure") or known_expected_failure(row)
+        if expected:
+            return f"expected failure ({expected}): {text.strip()}"
+        return f"**FAILED** {text}"
     return "ok"
+
+
+def known_expected_failure(row: dict) -> str:
+    """The strict xfail of runs made before rows said so: inline blocked by a stalled reader."""
+    only_lost = not any(row.get(k) for k in ("duplicates", "out_of_order", "unexpected"))
+    blocked = row.get("timed_out") and row.get("lost") and only_lost
+    if (
+        row.get("case") == "stall"
+        and row.get("server") == "inline"
+        and row.get("stalled")
+        and blocked
+    ):
+        return "the original inline design: one stalled reader blocks the senders"
+    return ""
 
 
 def flags(row: dict) -> str:
@@ -189,6 +224,8 @@ def stall_table(rows: Rows) -> str:
 
 DEFAULT_SERVER = "threaded"
 MET, MISSED, NO_DATA = "met", "missed", "no data"
+# Above this the stalled run was faster than its own baseline: the pair is not comparable.
+STALL_COMPARABLE_ABOVE = 1.25
 
 
 @dataclass(frozen=True)
@@ -222,6 +259,7 @@ def targets(rows: Rows) -> list[Target]:
         capacity_target(rows),
         joined_target(rows),
         stall_target(rows),
+        *hostile_targets(rows),
     ]
 
 
@@ -348,14 +386,27 @@ def stall_target(rows: Rows) -> Target:
     if missing:
         return _no_data(name, *missing)
     rel = stalled["deliveries_per_s"] / max(calm["deliveries_per_s"], 1)
-    ok = rel >= 0.8 and delivery_cell(stalled) == "ok"
-    return _judged(
-        name,
-        ok,
-        f"{rel:.2f}x the no-stall rate (>= 0.8x counted as unchanged)",
+    numbers = (
         f"p99 {fmt(calm['p99_ms'])} -> {fmt(stalled['p99_ms'])} ms; "
-        f"delivery {delivery_cell(stalled)}",
+        f"delivery {delivery_cell(stalled)}"
     )
+    if rel > STALL_COMPARABLE_ABOVE and delivery_cell(stalled) == "ok":
+        # A stalled reader cannot make the others faster: the two windows measured different
+        # things (docs/BENCHMARKS.md, "Why the stalled case once looked twice as fast").
+        faults = [r.get("driver_page_faults") for r in (calm, stalled)]
+        seen = (
+            f"; driver page faults {fmt(faults[0])} vs {fmt(faults[1])}"
+            if None not in faults
+            else ""
+        )
+        return Target(
+            name,
+            NO_DATA,
+            f"not comparable: {rel:.2f}x the no-stall rate, above {STALL_COMPARABLE_ABOVE}x",
+            numbers + seen,
+        )
+    ok = rel >= 0.8 and delivery_cell(stalled) == "ok"
+    return _judged(name, ok, f"{rel:.2f}x the no-stall rate (0.8x-1.25x: unchanged)", numbers)
 
 
 # --- plots ---------------------------------------------------------------------------------------
@@ -379,9 +430,9 @@ def latency_plot(rows: Rows, out: Path) -> Path:
         data = by_case(rows, case)
         plot_lines(ax, data, "clients", "p99_ms", "-", " p99")
         plot_lines(ax, data, "clients", "p50_ms", "--", " p50")
-        ax.set(xscale="log", yscale="log", xlabel="connected clients", ylabel="ms per delivery")
+        ax.set(xscale="log", yscale="log", xlabel="connected clients", ylabel="latency (ms)")
         if case == "paced":
-            ax.axhline(8, color="grey", ls=":", label="target p99 8 ms (500 clients)")
+            target_marker(ax, 500, 8, "target: p99 < 8 ms at 500 clients")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         legend(ax)
@@ -407,44 +458,54 @@ def throughput_plot(rows: Rows, out: Path) -> Path:
 def sweep_plot(rows: Rows, out: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     data = by_case(rows, "sweep")
-    plot_lines(axes[0], data, "offered_msgs_per_s", "deliveries_per_s")
     offered = sorted({(r["offered_msgs_per_s"], r["offered_deliveries_per_s"]) for r in data})
     if offered:
+        # Wide and light, underneath: the servers that keep up run exactly along it.
         xs, ys = zip(*offered, strict=True)
-        axes[0].plot(xs, ys, ":", color="grey", label="offered")
+        axes[0].plot(xs, ys, "-", color="grey", lw=7, alpha=0.35, label="offered", zorder=1)
+    plot_lines(axes[0], data, "offered_msgs_per_s", "deliveries_per_s")
     axes[0].set(xscale="log", yscale="log", xlabel="offered msg/s (100 clients, 10 senders)")
     axes[0].set(ylabel="delivered lines / s")
     axes[0].set_title("Rate sweep: delivered vs offered")
     plot_lines(axes[1], data, "offered_msgs_per_s", "p99_ms", "-", " p99")
     plot_lines(axes[1], data, "offered_msgs_per_s", "p50_ms", "--", " p50")
-    axes[1].axhline(5, color="grey", ls=":", label="target p99 5 ms (8,000 msg/s)")
-    axes[1].set(xscale="log", yscale="log", xlabel="offered msg/s", ylabel="ms per delivery")
+    target_marker(axes[1], 8000, 5, "target: p99 < 5 ms at 8,000 msg/s")
+    axes[1].set(xscale="log", yscale="log", xlabel="offered msg/s", ylabel="latency (ms)")
     axes[1].set_title("Rate sweep: latency (the knee)")
-    worst = max((r.get("p99_ms") or 0 for r in data), default=0)
-    if worst > 0:
-        axes[1].set_ylim(top=worst * 100)  # headroom so the legend covers no point
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
     legend(axes[0])
-    legend(axes[1], loc="upper left", ncol=2)
-    return save(fig, out / "sweep.png")
+    # Beside the plot, not over it: the axis keeps the data's own range.
+    legend(axes[1], loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    return save(fig, out / "sweep.png", wide=True)
 
 
 def capacity_plot(rows: Rows, out: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     data = by_case(rows, "capacity")
     plot_lines(axes[0], data, "clients", "connect_s")
-    axes[0].axhline(10, color="grey", ls=":", label="target 10 s")
+    for clients in CAPACITY_CLIENTS:
+        label = (
+            f"target: joined within {JOIN_TARGET_S:g} s" if clients == CAPACITY_CLIENTS[0] else None
+        )
+        target_marker(axes[0], clients, JOIN_TARGET_S, label)
     axes[0].set(xscale="log", xlabel="clients", ylabel="seconds until all joined")
     axes[0].set_ylim(bottom=0)
     axes[0].set_title("Capacity: time to join")
     plot_lines(axes[1], data, "clients", "rss_per_client_kib")
     axes[1].set(xscale="log", xlabel="clients", ylabel="server RSS KiB per client")
+    axes[1].set_ylim(bottom=0)
     axes[1].set_title("Capacity: server memory per client")
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
         legend(ax)
     return save(fig, out / "capacity.png")
+
+
+def target_marker(ax, x: float, y: float, label: str | None) -> None:
+    """A target applies at one point: a marker there, not a line across every x."""
+    ax.plot([x], [y], marker="*", markersize=14, color="black", ls="none", label=label, zorder=5)
+    ax.annotate(f"{y:g}", (x, y), textcoords="offset points", xytext=(8, -4), fontsize=8)
 
 
 def legend(ax, **options) -> None:
@@ -463,9 +524,10 @@ def write_plots(rows: Rows, out: Path) -> list[Path]:
     ]
 
 
-def save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+def save(fig, path: Path, wide: bool = False) -> Path:
+    fig.text(0.5, 0.005, ONE_RUN_NOTE, ha="center", va="bottom", fontsize=8, color="dimgrey")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path, dpi=110, bbox_inches="tight" if wide else None)
     plt.close(fig)
     return path
 
@@ -558,6 +620,41 @@ def headlines(rows: Rows) -> list[str]:
     return [*lines, ""]
 
 
+def console_summary(machine: dict, rows: Rows) -> list[str]:
+    """The headline numbers and the targets in plain text, for the end of a benchmark run."""
+    table = [["measure", *SERVER_ORDER, f"threaded/{BASELINE}"]]
+    for case, key, value, field_name, label in HEADLINES:
+        got = {r["server"]: r.get(field_name) for r in by_case(rows, case) if r.get(key) == value}
+        if got:
+            cells = [fmt(got.get(server)) for server in SERVER_ORDER]
+            table.append([label, *cells, ratio(got.get("threaded"), got.get(BASELINE))])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = (
+        [
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+            for row in table
+        ]
+        if len(table) > 1
+        else ["(no headline case in this run)"]
+    )
+    lines.append("")
+    for target in targets(rows):
+        word = target.status if target.status == MET else target.status.upper()
+        lines.append(f"{word:>8}  {target.name}: {target.detail}")
+    busy = [r for r in rows if flags(r).count("other load")]
+    load = " ".join(machine.get("loadavg_at_start", []))
+    if busy:
+        lines.append(
+            f"{len(busy)} of {len(rows)} cases ran while other processes kept more than "
+            f"{NOISY_OTHER_LOAD:.0%} of the machine busy (load average {load}): "
+            "re-run before trusting them"
+        )
+    return lines
+
+
 def case_sections(rows: Rows) -> list[str]:
     sections = []
     specs = (
@@ -611,18 +708,32 @@ def case_sections(rows: Rows) -> list[str]:
     return sections
 
 
+def default_out(json_path: Path) -> Path:
+    """Next to the JSON, but never into the committed reference unless --out says so."""
+    folder = json_path.resolve().parent
+    return DEFAULT_JSON.parent if folder == REFERENCE_DIR.resolve() else json_path.parent
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write REPORT.md and the plots next to the JSON (or into --out); --check judges targets."""
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
-    parser.add_argument("json", type=Path)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "json", type=Path, nargs="?", default=DEFAULT_JSON, help=f"(default {DEFAULT_JSON})"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for REPORT.md and the plots (default: the JSON's folder, results/latest "
+        "for a JSON in results/reference)",
+    )
     parser.add_argument(
         "--check",
         action="store_true",
         help="exit 1, with one line per problem, when a target is missed or has no data",
     )
     args = parser.parse_args(argv)
-    out = args.out or args.json.parent
+    out = args.out or default_out(args.json)
     out.mkdir(parents=True, exist_ok=True)
     machine, rows = load(args.json)
     if not rows:

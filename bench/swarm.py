@@ -177,16 +177,24 @@ class Swarm:
     # --- joining -------------------------------------------------------------------------------
 
     def connect(
-        self, count: int, *, timeout_s: float = 60.0, rcvbuf: dict[int, int] | None = None
+        self,
+        count: int,
+        *,
+        timeout_s: float = 60.0,
+        rcvbuf: dict[int, int] | None = None,
+        source: str | None = None,
     ) -> ConnectReport:
-        """Connect and name `count` more clients in waves; returns once every one is welcomed."""
+        """Connect and name `count` more clients in waves; returns once every one is welcomed.
+
+        `source`: the local address they connect from (another loopback address, for attackers).
+        """
         start, cpu0 = time.monotonic(), time.process_time()
         deadline = start + timeout_s
         first, end = len(self.clients), len(self.clients) + count
         next_index, in_flight, joined = first, 0, 0
         while joined < count:
             while in_flight < CONNECT_WAVE and next_index < end:
-                self._open(next_index, (rcvbuf or {}).get(next_index))
+                self._open(next_index, (rcvbuf or {}).get(next_index), source)
                 next_index += 1
                 in_flight += 1
             if time.monotonic() > deadline:
@@ -197,9 +205,11 @@ class Swarm:
                     in_flight -= 1
         return ConnectReport(count, time.monotonic() - start, time.process_time() - cpu0)
 
-    def _open(self, index: int, rcvbuf: int | None) -> None:
+    def _open(self, index: int, rcvbuf: int | None, source: str | None = None) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
+        if source:
+            sock.bind((source, 0))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if rcvbuf:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -285,6 +295,11 @@ class Swarm:
                 client.events &= ~READ
                 self._apply_events(client)
             self.stalled.add(index)
+
+    def disconnect(self, indices: Iterable[int]) -> None:
+        """Close these clients' sockets at once, without a word (a mass disconnect)."""
+        for index in indices:
+            self._close(self.clients[index])
 
     def unread_bytes(self, index: int) -> int:
         """Bytes waiting in a client's socket receive queue: all that reached a stalled client."""
@@ -494,17 +509,25 @@ class Swarm:
 
     # --- after the window ----------------------------------------------------------------------
 
-    def verify(self, indices: Iterable[int] | None = None) -> Verdict:
-        """Check each sender's sequence at these readers (default: all but the stalled); time it."""
+    def verify(
+        self, indices: Iterable[int] | None = None, timed_senders: Iterable[int] | None = None
+    ) -> Verdict:
+        """Check each sender's sequence at these readers (default: all but the stalled); time it.
+
+        Latencies are kept for the lines of `timed_senders` only (default: every sender).
+        """
         verdict = Verdict()
+        timed = None if timed_senders is None else {self.clients[i].name for i in timed_senders}
         names = {self.clients[i].name: (i, n) for i, n in self.sent.items()}
         if indices is None:
             indices = (c.index for c in self.clients if c.index not in self.stalled)
         for index in indices:
-            self._verify_reader(self.clients[index], names, verdict)
+            self._verify_reader(self.clients[index], names, verdict, timed)
         return verdict
 
-    def _verify_reader(self, client: Client, names: dict, verdict: Verdict) -> None:
+    def _verify_reader(
+        self, client: Client, names: dict, verdict: Verdict, timed: set[str] | None = None
+    ) -> None:
         decoder = LineDecoder(max_line_bytes=RECV_BYTES)
         seqs: dict[str, list[int]] = {n: [] for n, (i, _) in names.items() if i != client.index}
         latencies = verdict.latencies_ns
@@ -527,7 +550,8 @@ class Swarm:
                     verdict.unexpected += 1
                     continue
                 seqs[name].append(probe[0])
-                latencies.append(stamp - probe[1])
+                if timed is None or name in timed:
+                    latencies.append(stamp - probe[1])
         for name, got in seqs.items():
             _check_sequence(got, names[name][1], verdict)
 

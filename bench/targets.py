@@ -11,3 +11,28 @@ JOIN_TARGET_S = 10.0
 # Rate sweep: the default server keeps up (delivers this share of the offered rate) at each rate.
 REQUIRED_RATES_PER_S = (1000, 2000, 4000, 8000)
 KEPT_UP_FRACTION = 0.9
+
+# Hostile clients (issue 9), measured with the default server at --quiet, each beside the same
+# run without the attacker (bench/test_hostile.py, judged by bench/report_hostile.py).
+# Flood: one client floods at wire speed while this many chat at this rate each.
+FLOOD_CHATTERS = 50
+FLOOD_CHAT_RATE_PER_S = 10.0
+FLOOD_P99_VS_CALM_MAX = 2.0  # the chatters' p99 at most this many times the run without flooder
+FLOOD_HELD_MARGIN = 1.1  # the flooder's fan-out rate past its burst, at most this x --flood-rate
+# Burst: this many readers, one sender, this many bytes of 1000-byte lines.
+BURST_READERS = 30
+BURST_BYTES = 50_000_000
+BURST_LINE_BYTES = 1000
+# Memory: this many clients spam /help and never read; RSS stays under baseline + the budget.
+MEMORY_SPAMMERS = 100
+# Lock-out: silent and dribbling connections from 127.0.0.2 and up; every legitimate client from
+# 127.0.0.1 joins within this many seconds.
+LOCKOUT_SILENT = 9000
+LOCKOUT_DRIBBLING = 5000
+LOCKOUT_LEGIT_TRIES = 10
+LOCKOUT_JOIN_TARGET_S = 1.0
+# Mass disconnect: this many clients leave at once; a message between two others arrives within
+# MASS_MESSAGE_TARGET_MS, and SIGTERM during it exits 0 within MASS_SIGTERM_TARGET_S.
+MASS_CLIENTS = 10000
+MASS_MESSAGE_TARGET_MS = 500.0
+MASS_SIGTERM_TARGET_S = 2.0
