@@ -28,7 +28,8 @@ $(DEV_STAMP): $(PY) pyproject.toml
 run: $(RUN_STAMP)
 	$(PY) -m chat.server $(ARGS)
 
-test: $(DEV_STAMP)
+# CI runs this: lint and types first, then every test (bench/ at tiny sizes).
+test: lint
 	$(PY) -m pytest -q tests bench --benchmark-disable
 
 loadtest: $(DEV_STAMP)
@@ -41,6 +42,7 @@ bench: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check chat loadtest bench tests
 	$(VENV)/bin/ruff format --check chat loadtest bench tests
+	$(VENV)/bin/mypy --strict chat
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -40,7 +40,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 log = logging.getLogger("chat.server")
 
@@ -621,7 +621,7 @@ class WriterLoop:
         if not self._tail_sent(box):
             return  # back here when writable, or at its deadline
         with box.lock:
-            if box.state is S.CLOSED:
+            if _closed(box):  # closed by another path while the last line went out
                 return
             box.to(S.CLOSED)
             freed = _drop_all(box)
@@ -671,12 +671,16 @@ def _own_line(leftover: bytes | memoryview | None, line: bytes) -> bytes:
     whole lines and a disconnect notice on a line of its own."""
     if not line or not isinstance(leftover, memoryview):
         return line
-    whole = leftover.obj
-    sent = len(whole) - len(leftover)  # type: ignore[arg-type]
-    if sent == 0 or whole[sent - 1] == ord("\n"):  # type: ignore[index]
+    whole = cast(bytes, leftover.obj)  # the chunk being sent, of which `leftover` is the tail
+    sent = len(whole) - len(leftover)
+    if sent == 0 or whole[sent - 1] == ord("\n"):
         return line
     end = bytes(leftover[:MAX_LINE_SEARCH_BYTES]).find(b"\n")
     return (bytes(leftover[: end + 1]) if end >= 0 else b"\n") + line
+
+
+def _closed(box: QueuedOutbox) -> bool:
+    return box.state is S.CLOSED
 
 
 def _owes(box: QueuedOutbox) -> bool:

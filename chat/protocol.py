@@ -73,13 +73,14 @@ class LineDecoder:
             chunk = chunk[end + 1 :]
             self._discarding = False
         data = self._partial + chunk if self._partial else chunk
-        lines: list[bytes | LineTooLong] = data.split(DELIMITER)  # type: ignore[assignment]
-        partial: bytes = lines.pop()  # type: ignore[assignment]
+        whole = data.split(DELIMITER)
+        partial = whole.pop()
         if b"\r" in data:
-            lines = [_strip_cr(line) for line in lines]  # type: ignore[arg-type]
+            whole = [_strip_cr(line) for line in whole]
         limit = self.max_line_bytes
-        if lines and max(map(len, lines)) > limit:  # type: ignore[arg-type]
-            lines = [self.line_length_exceeded() if len(x) > limit else x for x in lines]  # type: ignore[arg-type]
+        lines: list[bytes | LineTooLong] = list(whole)
+        if whole and max(map(len, whole)) > limit:
+            lines = [self.line_length_exceeded() if len(x) > limit else x for x in whole]
         # A trailing b"\r" may belong to a "\r\n" still in flight, so it does not count yet.
         if len(partial) > limit + (partial[-1:] == b"\r"):
             partial = b""

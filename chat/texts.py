@@ -13,7 +13,7 @@ import string
 from collections.abc import Callable
 from typing import Final
 
-EN: Final = {
+EN: Final[dict[str, str | tuple[str, ...]]] = {
     "hello": "hello! send your name: 1-32 letters, digits, _ - or .",
     "welcome": "welcome, {name}! {count} online: {names}",
     "more": "and {n} more",
@@ -63,7 +63,7 @@ EN: Final = {
     ),
 }
 
-RU: Final = {
+RU: Final[dict[str, str | tuple[str, ...]]] = {
     "hello": "здравствуйте! отправьте своё имя: 1-32 символа (буквы, цифры, _ - или .)",
     "welcome": "добро пожаловать, {name}! в чате {count:человек|человека|человек}: {names}",
     "more": "и ещё {n}",
@@ -169,7 +169,7 @@ class _CatalogueFormatter(string.Formatter):
         if PLURAL_SEPARATOR in format_spec:
             forms = format_spec.split(PLURAL_SEPARATOR)
             return f"{value} {self._plural(value, *forms)}"
-        return super().format_field(value, format_spec)
+        return str(super().format_field(value, format_spec))
 
 
 class Texts:
@@ -181,7 +181,11 @@ class Texts:
         self._formatter = _CatalogueFormatter(PLURAL_RULES[lang])
 
     def __call__(self, key: str, **fields: object) -> str:
-        return self._formatter.format(self._catalogue[key], **fields)
+        text = self._catalogue[key]
+        assert isinstance(text, str), f"{key} is a list of lines: use lines()"
+        return self._formatter.format(text, **fields)
 
     def lines(self, key: str, **fields: object) -> list[str]:
-        return [self._formatter.format(line, **fields) for line in self._catalogue[key]]
+        entry = self._catalogue[key]
+        assert isinstance(entry, tuple), f"{key} is one line: call the Texts"
+        return [self._formatter.format(line, **fields) for line in entry]
