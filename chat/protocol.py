@@ -222,6 +222,12 @@ def command_line(name: str, arg: str = "") -> str:
     return f"/{name} {arg}" if arg else f"/{name}"
 
 
+WHO_COMMAND: Final = "who"
+NICK_COMMAND: Final = "nick"
+# `/quit` as a command name: parse_client_line reads it as Leave, like LEAVE_LINE.
+QUIT_COMMAND: Final = "quit"
+
+
 # --- lines the server sends --------------------------------------------------------------------
 
 
