@@ -7,6 +7,7 @@ delivery, so the suite cannot rot; with benchmarks enabled it runs the full swee
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -18,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.server_proc import SERVER_KINDS, ServerProcess, start_server
+from bench.servers import SERVER_KINDS, start_server
 from bench.swarm import Swarm
+from harness import ServerProcess
 
 FULL_CLIENTS = (2, 10, 100, 500, 1000)
 QUICK_CLIENTS = (2, 10)
@@ -248,13 +250,10 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
     return platform.processor() or "unknown"
 
 

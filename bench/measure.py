@@ -8,7 +8,6 @@ import resource
 import socket
 from dataclasses import dataclass, field
 
-from bench.server_proc import ServerProcess
 from bench.swarm import (
     DRIVER_SATURATED_FRACTION,
     IDLE_TIMEOUT_S,
@@ -18,7 +17,16 @@ from bench.swarm import (
     Verdict,
     percentile_ms,
 )
-from chat.protocol import LINE_TOO_LONG, LineDecoder, encode_line, parse_server_line, parse_stats
+from chat.protocol import (
+    LINE_TOO_LONG,
+    QUIT_COMMAND,
+    STATS_COMMAND,
+    LineDecoder,
+    command_line,
+    encode_line,
+    stats_reply,
+)
+from harness import ServerProcess
 
 JOIN_TIMEOUT_S = 120.0
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -98,7 +106,7 @@ def extra_info(case: str, server: ServerProcess, clients: int, window: Window, *
     millions = delivered / 1e6
     info = {
         "case": case,
-        "server": server.kind,
+        "server": server.label,
         "clients": clients,
         "expected": verdict.expected,
         "delivered": delivered,
@@ -168,7 +176,8 @@ def server_stats(address: tuple[str, int], name: str = "stats-observer") -> dict
     """Join as `name` (from 127.0.0.1), ask `/stats`, leave; the counters as numbers."""
     with socket.create_connection(address, timeout=STATS_TIMEOUT_S) as sock:
         decoder = LineDecoder(1 << 20)
-        sock.sendall(encode_line(name) + encode_line("/stats") + encode_line("/quit"))
+        ask = encode_line(command_line(STATS_COMMAND)) + encode_line(command_line(QUIT_COMMAND))
+        sock.sendall(encode_line(name) + ask)
         while True:
             data = sock.recv(1 << 16)
             if not data:
@@ -176,6 +185,6 @@ def server_stats(address: tuple[str, int], name: str = "stats-observer") -> dict
             for raw in decoder.feed(data):
                 if raw is LINE_TOO_LONG:
                     continue
-                line = parse_server_line(raw.decode("utf-8", "replace"))
-                if line.kind == "notice" and line.text.startswith("stats: "):
-                    return parse_stats(line.text)
+                stats = stats_reply(raw.decode("utf-8", "replace"))
+                if stats is not None:
+                    return stats

@@ -10,6 +10,7 @@ The targets are judged by `python -m bench.report --check` (bench/report_hostile
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import select
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from bench.measure import Window, drive_once, extra_info, server_stats
-from bench.server_proc import ServerProcess, start_server
+from bench.servers import start_server
 from bench.swarm import CONNECT_WAVE, SenderPlan, Swarm, percentile_ms, raise_open_files_limit
 from bench.targets import (
     BURST_BYTES,
@@ -46,7 +47,19 @@ from bench.targets import (
 from chat.delivery import MAX_QUEUED_TOTAL_BYTES
 from chat.flood import FLOOD_BURST_BYTES, FLOOD_RATE_BYTES_PER_S, delivery_cost
 from chat.probe import probe_text
-from chat.protocol import encode_line
+from chat.protocol import (
+    ENCODING,
+    HELP_COMMAND,
+    LINE_TOO_LONG,
+    NOTICE_PREFIX,
+    QUIT_COMMAND,
+    Accepted,
+    ClientHandshake,
+    LineDecoder,
+    command_line,
+    encode_line,
+)
+from harness import ServerProcess
 
 KIND = "threaded"
 ATTACKER = "127.0.0.2"
@@ -271,7 +284,7 @@ def test_burst(benchmark, threaded, swarms, flood_control, quick):
 MEMORY = Sizes(
     full={"spammers": MEMORY_SPAMMERS, "seconds": 30.0}, quick={"spammers": 5, "seconds": 1.0}
 )
-HELP_CHUNK = encode_line("/help") * 10_000
+HELP_CHUNK = encode_line(command_line(HELP_COMMAND)) * 10_000
 RSS_SAMPLE_S = 0.05
 
 
@@ -303,7 +316,7 @@ def test_memory(benchmark, threaded, swarms, attacked, quick):
     peak = result["peak_rss"]
     info = {
         "case": "hostile_memory",
-        "server": server.kind,
+        "server": server.label,
         "clients": spammers,
         "attacked": attacked,
         "seconds": seconds,
@@ -505,7 +518,7 @@ class Crowd:
         except OSError:
             data = b""
         if data:
-            if not slot.greeted and data.startswith(b"* "):
+            if not slot.greeted and data.startswith(NOTICE_START):
                 slot.greeted = True
                 self.admitted += 1
             slot.tail = (slot.tail + data)[-512:]
@@ -513,10 +526,8 @@ class Crowd:
         self._drop(slot, close_reason(slot.tail))
 
     def _send(self, slot: Slot, data: bytes) -> None:
-        try:
+        with contextlib.suppress(OSError):  # a closed one is noticed by the read that follows
             slot.sock.send(data)  # type: ignore[union-attr]
-        except OSError:
-            pass  # a closed one is noticed by the read that follows
 
     def _drop(self, slot: Slot, reason: str | None) -> None:
         if reason is not None:
@@ -537,6 +548,7 @@ class Crowd:
 
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+NOTICE_START = NOTICE_PREFIX.encode(ENCODING)  # the greeting, at the start of the first read
 
 
 def close_reason(tail: bytes) -> str:
@@ -548,19 +560,25 @@ def close_reason(tail: bytes) -> str:
 
 
 def legit_join(address: tuple[str, int], name: str) -> float | None:
-    """Seconds from connect to `* welcome` for a client from 127.0.0.1; None if refused."""
+    """Seconds from connect to the welcome for a client from 127.0.0.1; None if refused."""
     start = time.monotonic()
+    deadline = start + LEGIT_TIMEOUT_S
     try:
         with socket.create_connection(address, timeout=LEGIT_TIMEOUT_S) as sock:
             sock.sendall(encode_line(name))
-            got = b""
-            while b"* welcome" not in got:
+            decoder, handshake = LineDecoder(), ClientHandshake()
+            outcome = None
+            while outcome is None and time.monotonic() < deadline:
                 data = sock.recv(4096)
-                if not data or b"\n! " in got or got.startswith(b"! "):
+                if not data:
                     return None
-                got += data
+                for raw in decoder.feed(data):
+                    if outcome is None and raw is not LINE_TOO_LONG:
+                        outcome = handshake.line_received(raw.decode(ENCODING, "replace"))
+            if not isinstance(outcome, Accepted):
+                return None
             elapsed = time.monotonic() - start
-            sock.sendall(encode_line("/quit"))
+            sock.sendall(encode_line(command_line(QUIT_COMMAND)))
             return elapsed
     except OSError:
         return None
@@ -615,7 +633,7 @@ def test_lockout(benchmark, threaded, attacked, quick):
     joined = [j for j in joins if j is not None]
     info = {
         "case": "hostile_lockout",
-        "server": server.kind,
+        "server": server.label,
         "clients": len(slots),
         "attacked": attacked,
         "silent": size["silent"] if attacked else 0,

@@ -77,6 +77,7 @@ Promises (README.md "A two-terminal session" and after, docs/CLIENT.md) -> tests
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -109,7 +110,8 @@ from chat.client import (
     wants_colour,
 )
 from chat.protocol import LineDecoder, encode_line, name_problem, parse_server_line
-from tests.conftest import ServerProcess, start_server
+from harness import ServerProcess, free_port
+from harness import start_chat_server as start_server
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT_S = 10.0
@@ -298,10 +300,8 @@ class Terminal:
 
     def _pump(self, timeout_s: float) -> None:
         """Feed whatever the client wrote within `timeout_s` to the emulator."""
-        try:
+        with contextlib.suppress(pexpect.TIMEOUT):
             self.stream.feed(self.child.read_nonblocking(65536, timeout=timeout_s))
-        except pexpect.TIMEOUT:
-            pass
 
     def lines(self) -> list[str]:
         return [line.rstrip() for line in self.screen.display]
@@ -342,12 +342,6 @@ def terminal() -> Iterator[Callable[..., Terminal]]:
     yield start
     for term in started:
         term.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- showing other people's text safely (pure) --------------------------------------------------
@@ -532,7 +526,7 @@ def test_server_going_away_exits_1_with_one_sentence(server: ServerProcess, pope
 
 
 def test_refused_connection_exits_1_with_one_sentence() -> None:
-    port = _free_port()
+    port = free_port()
     result = run_piped(port, "alice\n")
     assert result.returncode == 1
     assert result.stderr.strip() == (
@@ -678,7 +672,7 @@ def test_terminal_client_says_when_the_server_goes_away_and_exits_1(
 
 
 def test_refused_connection_on_a_terminal_exits_1(pty_client) -> None:
-    child = pty_client(_free_port(), "--name", "bob")
+    child = pty_client(free_port(), "--name", "bob")
     child.expect_exact("connection refused")
     assert exit_status(child) == 1
 

@@ -13,10 +13,10 @@ import time
 
 from conftest import Peer, room, running, start_server
 
-from bench.server_proc import start_process
 from chat.flood import COMMAND_COST_BYTES, LINE_COST_BYTES, FloodBudget, delivery_cost
 from chat.protocol import parse_server_line, parse_stats
 from chat.server import ChatServer
+from harness import start_process
 
 ATTACKER = "127.0.0.2"
 
@@ -263,7 +263,7 @@ def test_handshake_deadline_is_kept_for_many_silent_connections_at_once():
 
 def test_max_clients_is_lowered_to_fit_the_open_files_limit():
     server_cmd = f"exec {sys.executable} -m chat.server --port 0 --max-clients 100000"
-    server = start_process("threaded", ["sh", "-c", f"ulimit -n 200 && {server_cmd}"])
+    server = start_process(["sh", "-c", f"ulimit -n 200 && {server_cmd}"])
     try:
         held = [greeted("127.0.0.1", server.address) for _ in range(200 - 64)]
         over = socket.create_connection(server.address, timeout=5)

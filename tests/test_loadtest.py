@@ -84,23 +84,18 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ServerProcess, start_server
 from hypothesis import given
 from hypothesis import strategies as st
 
 from chat.protocol import LineDecoder, parse_stats
+from harness import ServerProcess, free_port
+from harness import start_chat_server as start_server
 from loadtest.cpu_use import cpu_use_pct  # no Locust import: safe in this process
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT_USER = ROOT / "loadtest" / "chat_user.py"
 LOCUST_TIMEOUT_S = 60.0
 WAIT_S = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_locust(
