@@ -22,7 +22,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from chat.probe import parse_probe, probe_text
-from chat.protocol import LINE_TOO_LONG, LineDecoder, encode_line, parse_server_line
+from chat.protocol import (
+    DELIMITER,
+    ENCODING,
+    ERROR_PREFIX,
+    LINE_TOO_LONG,
+    NOTICE_PREFIX,
+    Accepted,
+    ClientHandshake,
+    LineDecoder,
+    encode_line,
+    parse_server_line,
+)
 
 RECV_BYTES = 1 << 20
 JOIN_RECV_BYTES = 1 << 16  # below malloc's mmap threshold: joining does many small reads
@@ -34,6 +45,9 @@ READ = select.EPOLLIN
 WRITE = select.EPOLLOUT
 # Errors and hang-ups are reported as readable: the recv that follows sees them.
 READABLE = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
+# How notices and errors start, at the start of a read and after a newline: not chat lines.
+SERVER_LINE_PREFIXES = (NOTICE_PREFIX.encode(ENCODING), ERROR_PREFIX.encode(ENCODING))
+SERVER_LINE_STARTS = tuple(DELIMITER + prefix for prefix in SERVER_LINE_PREFIXES)
 
 
 class SwarmError(RuntimeError):
@@ -43,13 +57,26 @@ class SwarmError(RuntimeError):
 class Client:
     """One simulated chat client: a non-blocking socket plus what it has read and must send."""
 
-    __slots__ = ("index", "name", "sock", "state", "chunks", "pending", "wbuf", "woff", "events")
+    __slots__ = (
+        "index",
+        "name",
+        "sock",
+        "state",
+        "joining",
+        "chunks",
+        "pending",
+        "wbuf",
+        "woff",
+        "events",
+    )
 
     def __init__(self, index: int, name: str, sock: socket.socket) -> None:
         self.index = index
         self.name = name
         self.sock = sock
         self.state = "connecting"
+        # While joining: the framing and the client handshake of the server's first lines.
+        self.joining: tuple[LineDecoder, ClientHandshake] | None = None
         self.chunks: list[tuple[int, bytes]] = []
         self.pending = 0
         self.wbuf = bytearray()
@@ -229,6 +256,7 @@ class Swarm:
                 raise SwarmError(f"{client.name}: connect failed: {errno.errorcode.get(err, err)}")
             client.sock.send(encode_line(client.name))
             client.state = "joining"
+            client.joining = (LineDecoder(max_line_bytes=RECV_BYTES), ClientHandshake())
             client.events = READ
             self.poller.modify(client, READ)
             return False
@@ -240,12 +268,21 @@ class Swarm:
         if not data:
             raise SwarmError(f"{client.name}: closed while joining: {bytes(client.wbuf)!r}")
         client.wbuf += data  # nothing to send yet, so the write buffer holds the greeting
-        if b"* welcome, " in client.wbuf:
-            client.state = "joined"
-            client.wbuf.clear()
-            return True
-        if b"\n! " in client.wbuf or client.wbuf.startswith(b"! "):
-            raise SwarmError(f"{client.name}: refused: {bytes(client.wbuf)!r}")
+        assert client.joining is not None
+        decoder, handshake = client.joining
+        for raw in decoder.feed(data):
+            if raw is LINE_TOO_LONG:
+                continue
+            outcome = handshake.line_received(raw.decode(ENCODING, "replace"))
+            if isinstance(outcome, Accepted):
+                # What followed the welcome in this read (join notices) is not kept, as settle()
+                # would discard it anyway.
+                client.state = "joined"
+                client.joining = None
+                client.wbuf.clear()
+                return True
+            if outcome is not None:
+                raise SwarmError(f"{client.name}: refused: {bytes(client.wbuf)!r}")
         return False
 
     def _recv_or_close(self, client: Client) -> bytes | None:
@@ -426,7 +463,7 @@ class Swarm:
     def _complete(self, client: Client) -> bool:
         """Newline count reached: subtract notices and errors, which are not chat lines."""
         data = b"".join(chunk for _, chunk in client.chunks)
-        other = data.count(b"\n* ") + data.count(b"\n! ") + data.startswith((b"* ", b"! "))
+        other = sum(map(data.count, SERVER_LINE_STARTS)) + data.startswith(SERVER_LINE_PREFIXES)
         expected = self._expected_for(client.index)
         client.pending = expected - (data.count(b"\n") - other)
         return client.pending <= 0
