@@ -21,11 +21,20 @@ import time
 from dataclasses import dataclass, field
 
 from chat.protocol import (
+    HELP_COMMAND,
+    LEAVE_LINE,
+    LEAVE_WORDS,
     MAX_LINE_BYTES,
+    MSG_COMMAND,
+    NICK_COMMAND,
+    QUIT_COMMAND,
+    STATS_COMMAND,
+    WHO_COMMAND,
     Command,
     Leave,
     Message,
     chat_line,
+    command_line,
     encode_line,
     error_line,
     format_stats,
@@ -48,8 +57,16 @@ NAME_REASONS = {
     "bad-char": "use letters, digits, _ - . only",
     "taken": "that name is taken",
 }
+COMMAND_USAGE = (
+    command_line(WHO_COMMAND),
+    command_line(MSG_COMMAND, "NAME TEXT"),
+    command_line(NICK_COMMAND, "NEW"),
+    command_line(STATS_COMMAND),
+    command_line(HELP_COMMAND),
+    command_line(QUIT_COMMAND),
+)
 HELP_LINES = (
-    "commands: /who, /msg NAME TEXT, /nick NEW, /stats, /help, /quit (or leave)",
+    f"commands: {', '.join(COMMAND_USAGE)} (or {LEAVE_LINE})",
     "//text sends a line starting with /",
     "join and leave notices are not sent while more than the notice limit are online",
 )
@@ -181,7 +198,7 @@ async def handshake(room: ChatRoom, lines, writer: asyncio.StreamWriter) -> Clie
         name = text.strip()
         if not name:
             continue
-        if name in ("leave", "/quit"):
+        if name in LEAVE_WORDS:
             return None
         problem = name_problem(name) or ("taken" if name_key(name) in room.clients else None)
         if problem:
@@ -198,12 +215,12 @@ async def handshake(room: ChatRoom, lines, writer: asyncio.StreamWriter) -> Clie
 
 def run_command(room: ChatRoom, client: Client, command: Command) -> Client:
     """Carry out one `/command`; returns the client (renamed by /nick)."""
-    if command.name == "who":
+    if command.name == WHO_COMMAND:
         lines = room.who_lines()
         room.send(client, notice_line(f"online ({len(room.clients)}): {lines[0]}"))
         for line in lines[1:]:
             room.send(client, notice_line(line))
-    elif command.name == "msg":
+    elif command.name == MSG_COMMAND:
         target_name, _, text = command.arg.partition(" ")
         target = room.clients.get(name_key(target_name))
         if target is None:
@@ -211,15 +228,16 @@ def run_command(room: ChatRoom, client: Client, command: Command) -> Client:
         else:
             room.counters["messages_in"] += 1
             room.send(target, private_line(client.name, text))
-    elif command.name == "nick":
+    elif command.name == NICK_COMMAND:
         return rename(room, client, command.arg)
-    elif command.name == "stats":
+    elif command.name == STATS_COMMAND:
         room.send(client, room.stats())
-    elif command.name == "help":
+    elif command.name == HELP_COMMAND:
         for line in HELP_LINES:
             room.send(client, notice_line(line))
     else:
-        room.send(client, error_line(f"unknown command /{command.name}, try /help"))
+        usage = f"unknown command {command_line(command.name)}, try {command_line(HELP_COMMAND)}"
+        room.send(client, error_line(usage))
     return client
 
 
@@ -250,15 +268,14 @@ async def session(
     lines = decoded_lines(room, reader, writer)
     client = None
     try:
-        try:
-            async with asyncio.timeout(room.settings.handshake_timeout_s):
-                client = await handshake(room, lines, writer)
-        except TimeoutError:
-            writer.write(encode_line(error_line("no name received in time, goodbye")))
-        if client is not None:
-            await chat(room, client, lines)
-    except (ConnectionError, OSError):
-        pass
+        with contextlib.suppress(ConnectionError, OSError):
+            try:
+                async with asyncio.timeout(room.settings.handshake_timeout_s):
+                    client = await handshake(room, lines, writer)
+            except TimeoutError:
+                writer.write(encode_line(error_line("no name received in time, goodbye")))
+            if client is not None:
+                await chat(room, client, lines)
     finally:
         room.connections -= 1
         if client is not None and room.drop(client):
