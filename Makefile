@@ -40,8 +40,8 @@ bench: $(DEV_STAMP)
 	$(PY) -m bench.report --check $(OUT)/bench.json --out $(OUT)
 
 lint: $(DEV_STAMP)
-	$(VENV)/bin/ruff check chat loadtest bench tests
-	$(VENV)/bin/ruff format --check chat loadtest bench tests
+	$(VENV)/bin/ruff check chat loadtest bench tests harness
+	$(VENV)/bin/ruff format --check chat loadtest bench tests harness
 	$(VENV)/bin/mypy --strict chat
 
 clean:
