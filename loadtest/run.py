@@ -21,7 +21,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import psutil
 
+from harness import ServerProcess, free_port, start_chat_server
 from loadtest.cpu_use import cpu_use_pct
 from loadtest.render import rows_table, summary_lines
 
@@ -43,7 +43,6 @@ SERVER_STOP_TIMEOUT_S = 5.0
 LOCUST_GRACE_S = 120.0  # beyond --run-time: start-up, ramp, drain and report writing
 LOCUST_STOP_TIMEOUT_S = 20.0  # a stopped run still drains and writes its report
 SAMPLE_EVERY_S = 0.5
-_LISTENING_RE = re.compile(r"listening on (\S+):(\d+)")
 _SPAN_RE = re.compile(r"(\d+)([hms]?)")
 
 
@@ -176,9 +175,7 @@ def _positive(kind: type) -> Callable[[str], float]:
 
 def _processes_args(processes: int) -> list[str]:
     # A free port for master and workers, so another Locust on 5557 does not get in the way.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
+    port = str(free_port())
     return ["--processes", str(processes), "--master-bind-port", port, "--master-port", port]
 
 
@@ -195,17 +192,24 @@ def parse_span_s(span: str) -> float:
 
 @dataclass
 class ServerUnderTest:
-    """A `python -m chat.server` child, and what it used while the test ran."""
+    """A `python -m chat.server` child (started by the harness), and what it used while the test
+    ran."""
 
-    proc: subprocess.Popen
-    host: str
-    port: int
+    process: ServerProcess
     samples: list[tuple[float, float, int, int]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self.process.pid
+
+    @property
+    def host(self) -> str:
+        return self.process.host
+
+    @property
+    def port(self) -> int:
+        return self.process.port
 
     def watch(self) -> None:
         """Sample CPU time, threads and memory in the background until usage() is called."""
@@ -248,41 +252,16 @@ class ServerUnderTest:
     def stop(self) -> None:
         """SIGTERM by PID, then SIGKILL if it does not go."""
         self._stop.set()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(SERVER_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.process.stop(SERVER_STOP_TIMEOUT_S)
 
 
 def start_server(extra_args: list[str], log_path: Path) -> ServerUnderTest:
-    """Start the server on 127.0.0.1 and a free port; wait for its `listening on` line."""
-    cmd = [sys.executable, "-m", "chat.server", "--host", "127.0.0.1", "--port", "0", "--quiet"]
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(
-            [*cmd, *extra_args],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            match = _LISTENING_RE.search(log_path.read_text(errors="replace"))
-            if match:
-                return ServerUnderTest(proc, match.group(1), int(match.group(2)))
-            time.sleep(0.05)
-    except BaseException:  # interrupted while waiting: the server must not outlive us
-        proc.kill()
-        proc.wait()
-        raise
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-    raise RuntimeError(f"chat server did not start, see {log_path}:\n{log_path.read_text()}")
+    """Start the server on 127.0.0.1 and a free port; wait for its `listening on` line. Its log
+    goes to `log_path`."""
+    process = start_chat_server(
+        "--quiet", *extra_args, log_path=log_path, timeout_s=SERVER_START_TIMEOUT_S
+    )
+    return ServerUnderTest(process)
 
 
 def run_locust(cmd: list[str], timeout_s: float) -> int:
