@@ -262,13 +262,13 @@ def quick(request: pytest.FixtureRequest) -> bool:
     return is_quick(request.config)
 
 
-@pytest.fixture
-def chat_server(server_kind: str) -> Iterator[Callable[..., ServerProcess]]:
-    """Start fresh servers of this test's kind (extra CLI args allowed); all stopped by PID."""
+@contextlib.contextmanager
+def started_servers(kind: str) -> Iterator[Callable[..., ServerProcess]]:
+    """Start fresh servers of `kind` (extra CLI args allowed); all stopped by PID on the way out."""
     started: list[ServerProcess] = []
 
     def start(*extra: str) -> ServerProcess:
-        server = start_server(server_kind, *extra)
+        server = start_server(kind, *extra)
         started.append(server)
         return server
 
@@ -277,6 +277,13 @@ def chat_server(server_kind: str) -> Iterator[Callable[..., ServerProcess]]:
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture
+def chat_server(server_kind: str) -> Iterator[Callable[..., ServerProcess]]:
+    """Start fresh servers of this test's kind (extra CLI args allowed); all stopped by PID."""
+    with started_servers(server_kind) as start:
+        yield start
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import errno
 import fcntl
 import gc
 import itertools
-import resource
 import select
 import socket
 import struct
@@ -21,6 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from chat.cli import raise_open_files_limit
 from chat.probe import parse_probe, probe_text
 from chat.protocol import (
     DELIMITER,
@@ -148,14 +148,6 @@ class Verdict:
             f"duplicates={self.duplicates} out_of_order={self.out_of_order} "
             f"unexpected={self.unexpected}"
         )
-
-
-def raise_open_files_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class Poller:

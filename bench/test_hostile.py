@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from bench.conftest import started_servers
 from bench.measure import Window, drive_once, extra_info, server_stats
-from bench.servers import start_server
 from bench.swarm import CONNECT_WAVE, SenderPlan, Swarm, percentile_ms, raise_open_files_limit
 from bench.targets import (
     BURST_BYTES,
@@ -87,18 +87,8 @@ class Sizes:
 @pytest.fixture
 def threaded() -> Iterator[Callable[..., ServerProcess]]:
     """Start default servers (extra CLI args allowed); all stopped by PID afterwards."""
-    started: list[ServerProcess] = []
-
-    def start(*extra: str) -> ServerProcess:
-        server = start_server(KIND, *extra)
-        started.append(server)
-        return server
-
-    try:
+    with started_servers(KIND) as start:
         yield start
-    finally:
-        for server in started:
-            server.stop()
 
 
 @pytest.fixture

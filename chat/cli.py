@@ -205,7 +205,7 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _raise_open_files_limit() -> int | None:
+def raise_open_files_limit() -> int | None:
     """10,000 clients need 10,000 descriptors: lift the soft limit to the hard one. Returns the
     limit in force (None: unlimited or unknown)."""
     try:
@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = vars(args)
     config = Config(**{f.name: options[f.name] for f in fields(Config)})
     config.lang = args.lang or default_lang()
-    config.max_clients = _fit_open_files_limit(config.max_clients, _raise_open_files_limit())
+    config.max_clients = _fit_open_files_limit(config.max_clients, raise_open_files_limit())
     threading.stack_size(THREAD_STACK_BYTES)
     sys.setswitchinterval(args.switch_interval)
     server = ChatServer(config)
