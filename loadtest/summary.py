@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from locust.env import Environment
 from loadtest.client import REQUEST_TYPE, DeliveryProblem
 from loadtest.ledger import check_deliveries, lag_percentiles
 from loadtest.options import parse_address
+from loadtest.render import summary_lines
 from loadtest.server_stats import fetch_server_stats, server_cross_check
 
 log = logging.getLogger("chat_user")
@@ -29,40 +31,22 @@ CPU_STARVED_WAIT_PCT = 10.0  # ready to run but waiting for a core this often: t
 def finish_run(
     environment: Environment,
     options: Any,
-    reports: list[dict],
+    reports: list[dict[str, Any]],
     missing: int,
-    server_start: dict | None,
+    server_start: dict[str, float] | None,
     setup_error: str | None = None,
 ) -> None:
     """Merge the reports, give the verdicts as Locust requests, log and write the summary."""
     check = check_deliveries(reports)
     server_end = None
-    try:
+    with contextlib.suppress(ValueError):  # no usable --host: said once at the start
         server_end = fetch_server_stats(parse_address(environment.host))
-    except ValueError:
-        pass
-    runner = environment.runner
-    locust_warned = bool(
-        getattr(runner, "cpu_warning_emitted", False)
-        or getattr(runner, "worker_cpu_warning_emitted", False)
-    )
-    keys = ("node", "pid", "machine", "users", "wall_s")
-    keys += ("cpu_avg_pct", "cpu_peak_pct", "cpu_wait_pct")
-    processes = [
-        {**{k: r[k] for k in keys}, "read_lag_ms": lag_percentiles(r["read_lag"])} for r in reports
-    ]
-    judged = [p for p in processes if p["wall_s"] >= CPU_JUDGE_MIN_S]  # start-up dominates less
-    starved = any((p["cpu_wait_pct"] or 0) >= CPU_STARVED_WAIT_PCT for p in judged)
-    cpu_bound = locust_warned or any(
-        p["cpu_avg_pct"] >= CPU_BOUND_AVG_PCT or p["cpu_peak_pct"] >= CPU_BOUND_PEAK_PCT
-        for p in judged
-    )
     totals = {
         key: sum(r[key] for r in reports)
         for key in ("users", "connects", "connect_failures", "errors", "disconnects", "untimed")
     }
-    delivery_ok = check["lost"] == 0 and check["duplicated"] == 0 and missing == 0
     problems = run_problems(check, totals, missing, setup_error)
+    runner = environment.runner
     summary: dict[str, Any] = {
         "host": environment.host,
         "room_users": options.chat_room_users or getattr(runner, "target_user_count", 0),
@@ -73,23 +57,20 @@ def finish_run(
         "deliveries": check,
         "verdict": "FAIL" if problems else "PASS",
         "problems": problems,
-        "delivery_ok": delivery_ok,
+        "delivery_ok": check["lost"] == 0 and check["duplicated"] == 0 and missing == 0,
         "workers_missing": missing,
         "drain_s": round(max((r["drain_s"] for r in reports), default=0.0), 3),
         "drain_quiet": all(r["quiet"] for r in reports),
         **totals,
         "foreign_lines": sum(r["foreign_lines"] for r in reports),
         "server": server_cross_check(server_start, server_end, check),
-        "locust_processes": processes,
-        "locust_read_lag_ms": lag_percentiles([pair for r in reports for pair in r["read_lag"]]),
-        "locust_cpu_warning": locust_warned,
-        "locust_cpu_bound": cpu_bound,
-        "locust_cpu_starved": starved,
+        **locust_use(reports, runner),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "cpu_count": os.cpu_count(),
     }
     _fire_verdicts(environment, check, summary)
-    _log_summary(summary)
+    for line in summary_lines(summary, "chat summary"):
+        (log.warning if line.warning else log.info)("%s", line.text)
     if options.chat_summary:  # first: a run that is quitting may not outlive the sleep below
         path = Path(options.chat_summary)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +79,31 @@ def finish_run(
         # Locust writes its CSV once a second and not again at exit (locust#1806): let it run
         # once more, so the file holds the drain's deliveries and the delivery-check row.
         gevent.sleep(locust.stats.CSV_STATS_INTERVAL_SEC + 0.2)
+
+
+def locust_use(reports: list[dict[str, Any]], runner: Any) -> dict[str, Any]:
+    """Each Locust process's CPU use and read lag, and whether Locust itself was the limit."""
+    locust_warned = bool(
+        getattr(runner, "cpu_warning_emitted", False)
+        or getattr(runner, "worker_cpu_warning_emitted", False)
+    )
+    keys: tuple[str, ...] = ("node", "pid", "machine", "users", "wall_s")
+    keys += ("cpu_avg_pct", "cpu_peak_pct", "cpu_wait_pct")
+    processes = [
+        {**{k: r[k] for k in keys}, "read_lag_ms": lag_percentiles(r["read_lag"])} for r in reports
+    ]
+    judged = [p for p in processes if p["wall_s"] >= CPU_JUDGE_MIN_S]  # start-up dominates less
+    return {
+        "locust_processes": processes,
+        "locust_read_lag_ms": lag_percentiles([pair for r in reports for pair in r["read_lag"]]),
+        "locust_cpu_warning": locust_warned,
+        "locust_cpu_bound": locust_warned
+        or any(
+            p["cpu_avg_pct"] >= CPU_BOUND_AVG_PCT or p["cpu_peak_pct"] >= CPU_BOUND_PEAK_PCT
+            for p in judged
+        ),
+        "locust_cpu_starved": any((p["cpu_wait_pct"] or 0) >= CPU_STARVED_WAIT_PCT for p in judged),
+    }
 
 
 def run_problems(
@@ -151,66 +157,3 @@ def _fire_verdicts(environment: Environment, check: dict, summary: dict) -> None
         exception=verdict,
         context={},
     )
-
-
-def _log_summary(s: dict) -> None:
-    d = s["deliveries"]
-    log.info(
-        "chat summary: %d users joined (%d connect failures), %d messages sent by %d senders, "
-        "%d deliveries expected, %d received, %d lost, %d duplicated -> %s",
-        s["users"],
-        s["connect_failures"],
-        d["sent"],
-        d["senders"],
-        d["expected"],
-        d["received"],
-        d["lost"],
-        d["duplicated"],
-        "OK" if not s["problems"] else "FAIL: " + "; ".join(s["problems"]),
-    )
-    if not s["drain_quiet"]:
-        log.warning("the drain ended before the room went quiet: late messages count as lost")
-    if s["server"]:
-        delta = s["server"]["delta"]
-        log.info(
-            "server /stats during the run: messages_in +%d (users sent %d), deliveries_out +%d "
-            "(users received %d), slow_consumers +%d, clients at the end %d",
-            delta.get("messages_in", 0),
-            d["sent"],
-            delta.get("deliveries_out", 0),
-            d["received"],
-            delta.get("slow_consumers", 0),
-            s["server"]["end"].get("clients", 0),
-        )
-    for p in s["locust_processes"]:
-        log.info(
-            "locust %s (pid %d, %d users): CPU %.0f%% average, %.0f%% peak, waited for a core %s",
-            p["node"],
-            p["pid"],
-            p["users"],
-            p["cpu_avg_pct"],
-            p["cpu_peak_pct"],
-            "?" if p["cpu_wait_pct"] is None else f"{p['cpu_wait_pct']:.0f}% of the time",
-        )
-    if s["locust_read_lag_ms"]:
-        lag = s["locust_read_lag_ms"]
-        log.info(
-            "locust read lag (arrival on this machine -> read by Locust): p50 %.1f ms, "
-            "p99 %.1f ms, max %.1f ms over %d reads",
-            lag["p50"],
-            lag["p99"],
-            lag["max"],
-            lag["reads"],
-        )
-    if s["locust_cpu_bound"]:
-        log.warning(
-            "Locust's own CPU was (near) the limit: latencies include its queueing. Use "
-            "--processes, more workers, or --chat-deliver-sample"
-        )
-    if s["locust_cpu_starved"]:
-        log.warning(
-            "Locust often waited for a free core (load average %s on %s cores): the machine was "
-            "busy, and latencies include that wait",
-            " ".join(f"{x:.1f}" for x in s["load_average"] or []),
-            s["cpu_count"],
-        )
