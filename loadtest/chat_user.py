@@ -15,8 +15,9 @@ lists the `--chat-*` options (`locust --help` reads no locustfile); docs/LOADTES
 
 This file is the user and the entry point; the rest lives beside it in the loadtest package:
 client.py (the TCP client), ledger.py (delivery bookkeeping), identity.py (unique names),
-options.py (`--chat-*`), run_control.py (the end-of-run halt, drain and merge), summary.py
-(verdicts and summary), server_stats.py (the server's `/stats`).
+options.py (`--chat-*`), run_control.py (the run's state on the Locust environment, and the
+end-of-run halt, drain and merge), summary.py (verdicts and summary), render.py (the summary as
+text), server_stats.py (the server's `/stats`).
 """
 
 from __future__ import annotations
@@ -61,10 +62,10 @@ def _put_repository_on_path() -> None:
 
 _put_repository_on_path()
 
-from loadtest import run_control  # noqa: E402 (registers the end-of-run listeners)
 from loadtest.client import ChatClient  # noqa: E402
 from loadtest.identity import unique_name  # noqa: E402
 from loadtest.options import options_of, parse_address  # noqa: E402 (registers --chat-*)
+from loadtest.run_control import run_of  # noqa: E402 (registers the end-of-run listeners)
 
 RECONNECT_MIN_WAIT_S = 1.0
 
@@ -94,7 +95,7 @@ class ChatUser(User):
 
     @task
     def chat(self) -> None:
-        if run_control.RUN.ledger.halted:
+        if run_of(self.environment).ledger.halted:
             return
         if self.client is None or not self.client.connected:
             self._join()
@@ -106,7 +107,8 @@ class ChatUser(User):
             self.client.close()
 
     def _join(self) -> None:
-        if run_control.RUN.ledger.halted:
+        ledger = run_of(self.environment).ledger
+        if ledger.halted:
             return
         options = self._options
         try:
@@ -116,8 +118,8 @@ class ChatUser(User):
         self.client = ChatClient(
             address,
             unique_name(options.chat_name_prefix),
-            run_control.RUN.ledger,
-            self.environment.events.request.fire,
+            ledger,
+            self.environment.events.request,
             wall_clock=options.chat_clock == "wall",
             to_arrival=options.chat_latency_to == "arrival",
             deliver_sample=options.chat_deliver_sample,

@@ -1,28 +1,41 @@
 """The gevent-friendly TCP ChatClient a ChatUser drives, and the failures it reports.
 
-It only talks the chat protocol, times what it does, reports through Locust's `events.request.fire`
-(handed in, so no Locust import here) and records what it receives in a DeliveryLedger.
+It only talks the chat protocol, times what it does, reports through Locust's `events.request`
+hook (handed in, so no Locust import here) and records what it receives in a DeliveryLedger.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import struct
 import sys
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import gevent
 
 from chat.probe import parse_probe, probe_text
-from chat.protocol import LINE_TOO_LONG, LineDecoder, encode_line, parse_server_line
-from chat.texts import EN, RU
-from loadtest.ledger import LAG_BUCKET_NS, DeliveryLedger
+from chat.protocol import (
+    LEAVE_LINE,
+    Accepted,
+    ClientHandshake,
+    LineDecoder,
+    LineTooLong,
+    NameRefused,
+    encode_line,
+    parse_server_line,
+)
+from chat.texts import CATALOGUES
+from loadtest.ledger import LAG_BUCKET_NS, DeliveryLedger, ReceiverTally
+
+if TYPE_CHECKING:
+    from locust.event import EventHook
 
 log = logging.getLogger("chat_user")
 
-SHUTDOWN_NOTICES = frozenset({EN["shutdown"], RU["shutdown"]})
+SHUTDOWN_NOTICES = frozenset(catalogue["shutdown"] for catalogue in CATALOGUES.values())
 
 REQUEST_TYPE = "chat"
 # Linux stamps each received segment with its arrival time (SO_TIMESTAMPNS, CLOCK_REALTIME).
@@ -39,7 +52,7 @@ class JoinRefused(Exception):
 
 
 class ServerError(Exception):
-    """An `! ` line from the server."""
+    """An error line from the server."""
 
 
 class Disconnected(Exception):
@@ -50,11 +63,15 @@ class DeliveryProblem(Exception):
     """Found by the end-of-run check."""
 
 
+JOIN_FAILURES = (OSError, JoinRefused, Disconnected)  # what a `connect` failure is
+
+
 class ChatClient:
     """One person's connection: joins, sends probe messages, and reads every line in a greenlet.
 
-    Measures and reports through `fire` (Locust's events.request.fire); records what it receives
-    in `ledger`. Under Locust, sockets are gevent's, so a blocked call yields to the other users.
+    Measures and reports through `request` (Locust's events.request); records what it receives in
+    `ledger`, its own tallies in `tally`. Under Locust, sockets are gevent's, so a blocked call
+    yields to the other users.
     """
 
     def __init__(
@@ -62,7 +79,7 @@ class ChatClient:
         address: tuple[str, int],
         name: str,
         ledger: DeliveryLedger,
-        fire: Callable[..., None],
+        request: EventHook,
         wall_clock: bool = False,
         deliver_sample: int = 1,
         to_arrival: bool = True,
@@ -70,10 +87,9 @@ class ChatClient:
         self.address = address
         self.name = name
         self.ledger = ledger
-        self.connected = False
-        self.seen: dict[str, list[int]] = {}  # sender -> [first seq, highest seq, new, repeats]
+        self.tally = ReceiverTally()
         self.sent_seq = 0
-        self._fire = fire
+        self._request = request
         self._wall_clock = wall_clock
         self._clock = time.time_ns if wall_clock else time.monotonic_ns
         self._to_arrival = to_arrival and ARRIVAL_STAMPS
@@ -85,36 +101,47 @@ class ChatClient:
         self._closing = False
         self._last_problem = ""  # last error line or shutdown notice: why the server hung up
 
+    @property
+    def connected(self) -> bool:
+        """Joined and not gone; kept in the tally, where the end-of-run check reads it."""
+        return self.tally.connected
+
+    @connected.setter
+    def connected(self, value: bool) -> None:
+        self.tally.connected = value
+
     def connect(self, timeout_s: float) -> bool:
         """Connect and join; reports `connect` (connect + handshake time). False on failure."""
-        start = time.perf_counter()
         deadline = time.monotonic() + timeout_s
-        sock = None
-        try:
+        sock: socket.socket | None = None
+        early: list[bytes | LineTooLong] = []
+        with self._request.measure(REQUEST_TYPE, "connect") as outcome:
             sock = socket.create_connection(self.address, timeout=timeout_s)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.sendall(encode_line(self.name))
             early = self._await_welcome(sock, deadline)
-        except (OSError, JoinRefused, Disconnected) as exc:
+        failure = outcome["exception"]
+        if failure is not None:
             if sock is not None:
                 sock.close()
+            if not isinstance(failure, JOIN_FAILURES):
+                raise failure  # a bug here, not the server's answer: let it show
             self.ledger.counts["connect_failures"] += 1
-            self._report("connect", start, 0, exc)
             return False
+        assert sock is not None
         sock.settimeout(None)
-        self._report("connect", start, 0)
         self._sock, self.connected = sock, True
         self.ledger.counts["connects"] += 1
-        self.ledger.receivers.append(self)
+        self.ledger.receivers.append(self.tally)
         now = self._clock()
         for raw in early:
             self._on_line(raw, now)
         self._reader = gevent.spawn(self._read_forever, sock)
         return True
 
-    def _await_welcome(self, sock: socket.socket, deadline: float) -> list:
-        """Read until the welcome (it names us); returns the lines that came after it."""
-        marker = f"{self.name}!"  # "welcome, NAME! ..." in every language the server speaks
+    def _await_welcome(self, sock: socket.socket, deadline: float) -> list[bytes | LineTooLong]:
+        """Read until the server accepts the name; returns the lines that came after the welcome."""
+        handshake = ClientHandshake()
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -125,39 +152,39 @@ class ChatClient:
                 raise Disconnected("closed by the server while joining")
             lines = self._decoder.feed(data)
             for i, raw in enumerate(lines):
-                if raw is LINE_TOO_LONG:
+                if isinstance(raw, LineTooLong):
                     continue
-                text = raw.decode("utf-8", "replace")
-                if text.startswith("! "):
-                    raise JoinRefused(text[2:])
-                if text.startswith("* ") and marker in text:
+                answer = handshake.line_received(raw.decode("utf-8", "replace"))
+                if isinstance(answer, NameRefused):
+                    raise JoinRefused(answer.reason)
+                if isinstance(answer, Accepted):
                     return lines[i + 1 :]
 
     def send_probe(self, size: int) -> None:
         """Send the next probe message; reports `send` (time to hand it to the socket)."""
         seq = self.sent_seq + 1
         data = encode_line(probe_text(seq, self._clock(), size))
-        start = time.perf_counter()
-        try:
-            self._sock.sendall(data)  # type: ignore[union-attr]
-        except OSError as exc:
-            self._report("send", start, len(data), exc)
-            self._lost(f"send failed: {type(exc).__name__}")
+        sock = self._sock
+        assert sock is not None, "send_probe while not connected"
+        with self._request.measure(REQUEST_TYPE, "send", response_length=len(data)) as outcome:
+            sock.sendall(data)
+        failure = outcome["exception"]
+        if failure is not None:
+            if not isinstance(failure, OSError):
+                raise failure
+            self._lost(f"send failed: {type(failure).__name__}")
             return
-        self._report("send", start, len(data))
         self.sent_seq = seq
         self.ledger.sent[self.name] = seq
 
     def close(self) -> None:
-        """Leave (`/quit`) and close; the reader ends quietly."""
+        """Leave and close; the reader ends quietly."""
         self._closing = True
         self.connected = False
         sock, self._sock = self._sock, None
         if sock is not None:
-            try:
-                sock.sendall(b"/quit\n")
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):
+                sock.sendall(encode_line(LEAVE_LINE))
             sock.close()
         if self._reader is not None:
             self._reader.kill(block=False)
@@ -191,7 +218,7 @@ class ChatClient:
             reason = f"reader failed: {type(exc).__name__}"
         self._lost(reason)
 
-    def _arrival(self, ancillary: list) -> int:
+    def _arrival(self, ancillary: list[tuple[int, int, bytes]]) -> int:
         """When the read's last segment reached this machine, on the probe clock."""
         now = self._clock()
         for _level, kind, data in ancillary:
@@ -203,54 +230,41 @@ class ChatClient:
                 return now - lag
         return now
 
-    def _on_line(self, raw: bytes | object, now_ns: int) -> None:
+    def _on_line(self, raw: bytes | LineTooLong, now_ns: int) -> None:
         """The per-line path: keep it lean, it runs for every delivery to every user."""
-        if raw is LINE_TOO_LONG:
+        if isinstance(raw, LineTooLong):
             self.ledger.foreign_lines += 1
             return
-        line = parse_server_line(raw.decode("utf-8", "replace"))  # type: ignore[union-attr]
+        line = parse_server_line(raw.decode("utf-8", "replace"))
         if line.kind == "chat":
             probe = parse_probe(line.text)
-            if probe is None:
+            if probe is None or line.name is None:
                 self.ledger.foreign_lines += 1
                 return
-            seq, sent_ns = probe
-            sender: str = line.name  # type: ignore[assignment]
-            state = self.seen.get(sender)
-            if state is None:
-                self.seen[sender] = [seq, seq, 1, 0]
-            elif seq > state[1]:
-                state[1] = seq
-                state[2] += 1
-            else:
-                state[3] += 1
-            ledger = self.ledger
-            ledger.deliveries += 1
-            self._countdown -= 1
-            if self._countdown:
-                return
-            self._countdown = self._sample
-            if ledger.timed(sender, self._wall_clock):
-                latency_ms = max(0, now_ns - sent_ns) / 1e6
-                self._fire(
-                    request_type=REQUEST_TYPE,
-                    name="deliver",
-                    response_time=latency_ms,
-                    response_length=len(raw) + 1,  # type: ignore[arg-type]
-                    exception=None,
-                    context={},
-                )
-            else:
-                ledger.untimed += 1
+            self._on_probe(line.name, *probe, len(raw) + 1, now_ns)
         elif line.kind == "error":
             self._last_problem = line.text
             self.ledger.counts["errors"] += 1
-            self._fail("error", ServerError(line.text))
+            self._fire("error", None, 0, ServerError(line.text))
         elif line.kind == "notice":
             if line.text in SHUTDOWN_NOTICES:
                 self._last_problem = line.text
         else:
             self.ledger.foreign_lines += 1
+
+    def _on_probe(self, sender: str, seq: int, sent_ns: int, length: int, now_ns: int) -> None:
+        """Count a delivery; every `deliver_sample`-th one is also a timed `deliver` request."""
+        self.tally.heard(sender, seq)
+        ledger = self.ledger
+        ledger.deliveries += 1
+        self._countdown -= 1
+        if self._countdown:
+            return
+        self._countdown = self._sample
+        if ledger.timed(sender, self._wall_clock):
+            self._fire("deliver", max(0, now_ns - sent_ns) / 1e6, length, None)
+        else:
+            ledger.untimed += 1
 
     def _lost(self, reason: str) -> None:
         """The connection is gone; a failure unless this side closed it."""
@@ -262,24 +276,17 @@ class ChatClient:
             sock.close()
         self.ledger.counts["disconnects"] += 1
         last = f" (last from server: {self._last_problem})" if self._last_problem else ""
-        self._fail("disconnect", Disconnected(reason + last))
+        self._fire("disconnect", None, 0, Disconnected(reason + last))
 
-    def _report(self, name: str, start: float, length: int, exc: BaseException | None = None):
-        self._fire(
+    def _fire(
+        self, name: str, response_time: float | None, length: int, exc: BaseException | None
+    ) -> None:
+        """A request whose time is not a span of this process's work (or that has none)."""
+        self._request.fire(
             request_type=REQUEST_TYPE,
             name=name,
-            response_time=(time.perf_counter() - start) * 1000,
+            response_time=response_time,
             response_length=length,
-            exception=exc,
-            context={},
-        )
-
-    def _fail(self, name: str, exc: BaseException) -> None:
-        self._fire(
-            request_type=REQUEST_TYPE,
-            name=name,
-            response_time=None,
-            response_length=0,
             exception=exc,
             context={},
         )

@@ -1,38 +1,105 @@
 """Delivery bookkeeping: each process's DeliveryLedger, and the merged end-of-run check.
 
 Pure counting apart from the drain's gevent sleep: no Locust here, so it runs (and is tested)
-without a Locust process.
+without a Locust process. A sender's seq goes up by one per message, so a gap is a loss and a
+repeat (or a step back) a duplicate. A receiver is owed every message from the first one it saw of
+a sender onwards, and, if it was still connected when the drain ended, up to that sender's last.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import gevent
 
 from loadtest.identity import same_clock
 
-if TYPE_CHECKING:
-    from loadtest.client import ChatClient
-
 LAG_BUCKET_NS = 100_000  # read lag histogram: 0.1 ms buckets
 DRAIN_QUIET_S = 0.5  # the end-of-run drain stops once no message has arrived for this long
 
 
-class DeliveryLedger:
-    """This process's half of the delivery check: what its users sent and what each one received.
+@dataclass(slots=True)
+class SenderTally:
+    """What one receiver saw of one sender's messages."""
 
-    Per receiver and sender it keeps [first seq, highest seq, new seqs, repeats]. A sender's seq
-    goes up by one per message, so a gap is a loss and a repeat (or a step back) a duplicate.
-    A receiver is owed every message from the first one it saw of a sender onwards, and, if it was
-    still connected when the drain ended, up to that sender's last message.
-    """
+    first: int  # the first seq it saw: the start of what it is owed
+    highest: int
+    new: int = 1  # seqs above every earlier one
+    repeats: int = 0  # seqs at or below one seen before: duplicates
+
+
+@dataclass(slots=True)
+class ReceiverTally:
+    """One receiver's record: per sender what it saw, and whether it is still connected."""
+
+    connected: bool = False
+    senders: dict[str, SenderTally] = field(default_factory=dict)
+
+    def heard(self, sender: str, seq: int) -> None:
+        """Count message `seq` from `sender` (the per-delivery path: keep it lean)."""
+        tally = self.senders.get(sender)
+        if tally is None:
+            self.senders[sender] = SenderTally(seq, seq)
+        elif seq > tally.highest:
+            tally.highest = seq
+            tally.new += 1
+        else:
+            tally.repeats += 1
+
+
+@dataclass(slots=True)
+class PairSums:
+    """One sender's tallies summed over receivers: what a ledger reports, and what merges."""
+
+    tails: int = 0  # receivers still connected at the end: owed up to the sender's last message
+    tail_first_sum: int = 0  # their first seqs, summed
+    tail_highest_sum: int = 0  # their highest seqs, summed
+    left_early_owed: int = 0  # owed to receivers that left before the end: first..highest each
+    new: int = 0
+    repeats: int = 0
+    highest: int = 0  # the highest seq anyone saw
+
+    def add_receiver(self, tally: SenderTally, connected: bool) -> None:
+        """Add what one receiver saw of this sender; `connected`: still there at the end."""
+        if connected:
+            self.tails += 1
+            self.tail_first_sum += tally.first
+            self.tail_highest_sum += tally.highest
+        else:
+            self.left_early_owed += tally.highest - tally.first + 1
+        self.new += tally.new
+        self.repeats += tally.repeats
+        self.highest = max(self.highest, tally.highest)
+
+    def merge(self, other: PairSums) -> None:
+        """Add another process's sums for the same sender."""
+        self.tails += other.tails
+        self.tail_first_sum += other.tail_first_sum
+        self.tail_highest_sum += other.tail_highest_sum
+        self.left_early_owed += other.left_early_owed
+        self.new += other.new
+        self.repeats += other.repeats
+        self.highest = max(self.highest, other.highest)
+
+    def expected(self, last_sent: int | None) -> int:
+        """Deliveries owed; `last_sent` is the sender's last seq when it is one of ours."""
+        if last_sent is not None:  # one of ours: everyone still connected is owed its last one
+            owed = self.tails * (max(last_sent, self.highest) + 1) - self.tail_first_sum
+        else:  # someone else in the room: only gaps are visible
+            owed = self.tail_highest_sum - self.tail_first_sum + self.tails
+        return owed + self.left_early_owed
+
+
+class DeliveryLedger:
+    """This process's half of the delivery check: what its users sent and what each one received."""
 
     def __init__(self) -> None:
         self.halted = False  # no more sending: the run is ending
         self.sent: dict[str, int] = {}  # sender name -> last seq handed to the socket
-        self.receivers: list[ChatClient] = []
+        self.receivers: list[ReceiverTally] = []
         self.deliveries = 0
         self.untimed = 0
         self.read_lag: dict[int, int] = {}  # LAG_BUCKET_NS buckets -> reads
@@ -41,6 +108,7 @@ class DeliveryLedger:
         self._timed_cache: dict[str, bool] = {}
 
     def timed(self, sender: str, wall_clock: bool) -> bool:
+        """Whether deliveries from `sender` can be timed here (its clock is ours)."""
         known = self._timed_cache.get(sender)
         if known is None:
             known = self._timed_cache[sender] = wall_clock or same_clock(sender)
@@ -62,27 +130,13 @@ class DeliveryLedger:
 
     def report(self) -> dict[str, Any]:
         """Plain data (it crosses Locust's messaging): totals, per sender the receivers' sums."""
-        # per sender: [tail receivers, their sum of first seqs, sum of last seqs,
-        #              owed to receivers that left early, new seqs received, repeats, highest seq]
-        pairs: dict[str, list[int]] = {}
+        pairs: dict[str, PairSums] = {}
         for receiver in self.receivers:
-            tail = receiver.connected
-            for sender, (first, last, new, repeats) in receiver.seen.items():
-                p = pairs.get(sender)
-                if p is None:
-                    p = pairs[sender] = [0, 0, 0, 0, 0, 0, 0]
-                if tail:
-                    p[0] += 1
-                    p[1] += first
-                    p[2] += last
-                else:
-                    p[3] += last - first + 1
-                p[4] += new
-                p[5] += repeats
-                p[6] = max(p[6], last)
+            for sender, tally in receiver.senders.items():
+                pairs.setdefault(sender, PairSums()).add_receiver(tally, receiver.connected)
         return {
             "sent": dict(self.sent),
-            "pairs": pairs,
+            "pairs": {sender: asdict(sums) for sender, sums in pairs.items()},
             "deliveries": self.deliveries,
             "untimed": self.untimed,
             "read_lag": sorted(self.read_lag.items()),  # pairs: msgpack maps want str keys
@@ -93,7 +147,7 @@ class DeliveryLedger:
         }
 
 
-def lag_percentiles(pairs: list) -> dict[str, float] | None:
+def lag_percentiles(pairs: Iterable[Sequence[int]]) -> dict[str, float] | None:
     """p50, p99 and max in ms from (LAG_BUCKET_NS bucket, count) pairs; None without data."""
     counts: dict[int, int] = {}
     for bucket, count in pairs:
@@ -101,7 +155,8 @@ def lag_percentiles(pairs: list) -> dict[str, float] | None:
     total = sum(counts.values())
     if not total:
         return None
-    out, seen, ordered = {"reads": total}, 0, sorted(counts.items())
+    out: dict[str, float] = {"reads": total}
+    seen, ordered = 0, sorted(counts.items())
     targets = [("p50", 0.5), ("p99", 0.99)]
     for bucket, count in ordered:
         seen += count
@@ -114,23 +169,14 @@ def lag_percentiles(pairs: list) -> dict[str, float] | None:
 def check_deliveries(reports: list[dict[str, Any]]) -> dict[str, int]:
     """Merge every process's ledger report: expected, received, lost and duplicated deliveries."""
     sent: dict[str, int] = {}
-    pairs: dict[str, list[int]] = {}
+    pairs: dict[str, PairSums] = {}
     for report in reports:
         sent.update(report["sent"])
-        for sender, p in report["pairs"].items():
-            q = pairs.setdefault(sender, [0, 0, 0, 0, 0, 0, 0])
-            for i in range(6):
-                q[i] += p[i]
-            q[6] = max(q[6], p[6])
-    expected = new = repeats = 0
-    for sender, (tails, first_sum, last_sum, left_early, got, dup, highest) in pairs.items():
-        if sender in sent:  # one of ours: everyone still connected is owed its last message
-            expected += tails * (max(sent[sender], highest) + 1) - first_sum
-        else:  # someone else in the room: only gaps are visible
-            expected += last_sum - first_sum + tails
-        expected += left_early
-        new += got
-        repeats += dup
+        for sender, sums in report["pairs"].items():
+            pairs.setdefault(sender, PairSums()).merge(PairSums(**sums))
+    expected = sum(sums.expected(sent.get(sender)) for sender, sums in pairs.items())
+    new = sum(sums.new for sums in pairs.values())
+    repeats = sum(sums.repeats for sums in pairs.values())
     return {
         "senders": len(sent),
         "sent": sum(sent.values()),

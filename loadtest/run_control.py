@@ -1,12 +1,13 @@
 """One test run in this process, and the end-of-run protocol: halt, drain, merge, judge.
 
-Registers its Locust event listeners on import. The master halts every worker's senders, then has
-every process drain and report its ledger over Locust's messaging, and merges the reports.
-`RUN` is replaced at each test start: read it as `run_control.RUN`, never import the name.
+Registers its Locust event listeners on import. Each test start hangs a fresh ChatRun off the
+Locust environment (`run_of(environment)`). At the end the master halts every worker's senders,
+then has every process drain and report its ledger over Locust's messaging, and merges the reports.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -32,6 +33,7 @@ log = logging.getLogger("chat_user")
 
 CONTROL_TIMEOUT_S = 10.0  # how long the master waits for workers to answer, beyond the drain
 CPU_SAMPLE_EVERY_S = 1.0
+RUN_ATTRIBUTE = "chat_run"  # where the current ChatRun hangs off the Locust environment
 # Locust's own CPU warning looks at 10-second samples: the peak is over windows that long too.
 CPU_PEAK_WINDOW_S = locust.runners.CPU_MONITOR_INTERVAL
 
@@ -51,12 +53,16 @@ def _cpu_wait_s() -> float | None:
 
 
 class ChatRun:
-    """State of the current test in this process: ledger, CPU meter, and (master) worker reports."""
+    """State of the current test in this process: ledger, CPU meter, and (master) worker reports.
 
-    def __init__(self, environment: Environment | None = None) -> None:
+    `active` until the test stops; the idle run an environment has before its first test start is
+    never active.
+    """
+
+    def __init__(self, environment: Environment, active: bool) -> None:
         self.environment = environment
         self.ledger = DeliveryLedger()
-        self.active = environment is not None
+        self.active = active
         self.started = time.monotonic()
         self.cpu_samples = [(self.started, _cpu_s())]
         self.cpu_wait_start = _cpu_wait_s()
@@ -70,7 +76,7 @@ class ChatRun:
         """Record this process's CPU time every second while the test runs (a greenlet)."""
         while True:
             gevent.sleep(CPU_SAMPLE_EVERY_S)
-            if self.reported or RUN is not self:
+            if self.reported or run_of(self.environment) is not self:
                 return
             self.cpu_samples.append((time.monotonic(), _cpu_s()))
 
@@ -98,7 +104,13 @@ class ChatRun:
         }
 
 
-RUN = ChatRun()
+def run_of(environment: Environment) -> ChatRun:
+    """The environment's current run (an idle one before the first test start)."""
+    run = getattr(environment, RUN_ATTRIBUTE, None)
+    if run is None:
+        run = ChatRun(environment, active=False)
+        setattr(environment, RUN_ATTRIBUTE, run)
+    return run
 
 
 @events.init.add_listener
@@ -107,6 +119,9 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
     if isinstance(runner, MasterRunner):
         runner.register_message("chat_halted", _master_on_halted)
         runner.register_message("chat_report", _master_on_report)
+        environment.events.spawning_complete.add_listener(
+            functools.partial(_master_on_spawning_complete, environment)
+        )
     elif isinstance(runner, WorkerRunner):
         runner.register_message("chat_halt", _worker_on_halt)
         runner.register_message("chat_drain", _worker_on_drain, concurrent=True)
@@ -115,9 +130,9 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
 
 @events.test_start.add_listener
 def _on_test_start(environment: Environment, **_kw: Any) -> None:
-    global RUN
-    RUN = ChatRun(environment)
-    gevent.spawn(RUN.sample_cpu)
+    run = ChatRun(environment, active=True)
+    setattr(environment, RUN_ATTRIBUTE, run)
+    gevent.spawn(run.sample_cpu)
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
         return
@@ -127,51 +142,54 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
     if isinstance(runner, MasterRunner):
         options.chat_room_users = runner.target_user_count
     try:
-        RUN.server_start = fetch_server_stats(parse_address(environment.host))
+        run.server_start = fetch_server_stats(parse_address(environment.host))
     except ValueError as exc:
         log.error("%s", exc)
-        RUN.setup_error = str(exc)
+        run.setup_error = str(exc)
         environment.process_exit_code = 2
         if runner is not None:
             gevent.spawn_later(0, runner.quit)
 
 
-@events.spawning_complete.add_listener
-def _on_spawning_complete(user_count: int, **_kw: Any) -> None:
-    environment = RUN.environment
-    if environment is not None and isinstance(environment.runner, MasterRunner):
-        options_of(environment).chat_room_users = user_count
+def _master_on_spawning_complete(environment: Environment, user_count: int, **_kw: Any) -> None:
+    """Every worker paces its users for the whole room, now that the master knows its size."""
+    options_of(environment).chat_room_users = user_count
+    if isinstance(environment.runner, MasterRunner):
         environment.runner.send_message("chat_room", {"users": user_count})
 
 
 @events.test_stopping.add_listener
 def _on_test_stopping(environment: Environment, **_kw: Any) -> None:
-    if not RUN.active or isinstance(environment.runner, WorkerRunner):
+    run = run_of(environment)
+    if not run.active or isinstance(environment.runner, WorkerRunner):
         return  # workers are told by the master's messages below
-    RUN.active = False
+    run.active = False
     options = options_of(environment)
     if isinstance(environment.runner, MasterRunner):
-        reports, missing = _collect_from_workers(environment.runner, options.chat_drain_s)
-        reports.append({**RUN.process_report(), "node": "master", "drain_s": 0.0, "quiet": True})
+        reports, missing = _collect_from_workers(run, environment.runner, options.chat_drain_s)
+        reports.append({**run.process_report(), "node": "master", "drain_s": 0.0, "quiet": True})
     else:
-        RUN.ledger.halted = True
-        drain_s, quiet = RUN.ledger.drain(options.chat_drain_s)
-        reports = [{**RUN.process_report(), "node": "local", "drain_s": drain_s, "quiet": quiet}]
+        run.ledger.halted = True
+        drain_s, quiet = run.ledger.drain(options.chat_drain_s)
+        reports = [{**run.process_report(), "node": "local", "drain_s": drain_s, "quiet": quiet}]
         missing = 0
-    finish_run(environment, options, reports, missing, RUN.server_start, RUN.setup_error)
+    finish_run(environment, options, reports, missing, run.server_start, run.setup_error)
 
 
 # --- master <-> workers: halt everyone, then drain everyone, then merge --------------------------
 
 
-def _collect_from_workers(runner: MasterRunner, drain_s: float) -> tuple[list[dict], int]:
+def _collect_from_workers(
+    run: ChatRun, runner: MasterRunner, drain_s: float
+) -> tuple[list[dict[str, Any]], int]:
+    """Halt every worker, then have each drain and report; (the reports, how many are missing)."""
     workers = {client.id for client in runner.clients.all}
     runner.send_message("chat_halt")
-    _wait_for(lambda: workers <= RUN.halted_workers, CONTROL_TIMEOUT_S)
+    _wait_for(lambda: workers <= run.halted_workers, CONTROL_TIMEOUT_S)
     runner.send_message("chat_drain")
-    _wait_for(lambda: workers <= RUN.worker_reports.keys(), drain_s + CONTROL_TIMEOUT_S)
-    reports = [RUN.worker_reports[w] for w in sorted(workers & RUN.worker_reports.keys())]
-    return reports, len(workers - RUN.worker_reports.keys())
+    _wait_for(lambda: workers <= run.worker_reports.keys(), drain_s + CONTROL_TIMEOUT_S)
+    reports = [run.worker_reports[w] for w in sorted(workers & run.worker_reports.keys())]
+    return reports, len(workers - run.worker_reports.keys())
 
 
 def _wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
@@ -181,26 +199,27 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
 
 
 def _master_on_halted(environment: Environment, msg: Any, **_kw: Any) -> None:
-    RUN.halted_workers.add(msg.node_id)
+    run_of(environment).halted_workers.add(msg.node_id)
 
 
 def _master_on_report(environment: Environment, msg: Any, **_kw: Any) -> None:
-    RUN.worker_reports[msg.node_id] = msg.data
+    run_of(environment).worker_reports[msg.node_id] = msg.data
 
 
 def _worker_on_halt(environment: Environment, msg: Any, **_kw: Any) -> None:
-    RUN.ledger.halted = True
+    run_of(environment).ledger.halted = True
     environment.runner.send_message("chat_halted")
 
 
 def _worker_on_drain(environment: Environment, msg: Any, **_kw: Any) -> None:
-    drain_s, quiet = RUN.ledger.drain(options_of(environment).chat_drain_s)
+    run = run_of(environment)
+    drain_s, quiet = run.ledger.drain(options_of(environment).chat_drain_s)
     # Stats first, on the same channel: the master has every delivery before it gives its verdict.
     send_stats = getattr(environment.runner, "_send_stats", None)
     if send_stats is not None:
         send_stats()
     index = getattr(environment.runner, "worker_index", -1)
-    report = {**RUN.process_report(), "node": f"worker {index}", "drain_s": drain_s, "quiet": quiet}
+    report = {**run.process_report(), "node": f"worker {index}", "drain_s": drain_s, "quiet": quiet}
     environment.runner.send_message("chat_report", report)
 
 

@@ -17,6 +17,8 @@ Promises (README.md "Load testing", docs/LOADTEST.md) -> tests:
     -> test_bad_driver_options_are_one_line_usage_errors
 - each user joins under a unique name, reads everything, times every message (`deliver`)
     -> test_headless_run_connects_sends_and_delivers_every_message_without_failures
+- ... whatever language the server speaks (joining is chat.protocol's ClientHandshake)
+    -> test_users_join_a_server_speaking_russian_by_locale_and_every_delivery_arrives
 - the room sends RATE messages a second whatever the number of users; 0: everyone listens
     -> test_headless_run_... (assert_room_rate)
     -> test_a_room_where_everyone_only_listens_measures_no_delivery_and_fails
@@ -87,8 +89,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chat.protocol import LineDecoder, parse_stats
-from harness import ServerProcess, free_port
+from chat.protocol import (
+    LEAVE_LINE,
+    STATS_COMMAND,
+    LineDecoder,
+    command_line,
+    encode_line,
+    parse_server_line,
+    stats_reply,
+)
+from chat.texts import RU
+from harness import Peer, ServerProcess, free_port
 from harness import start_chat_server as start_server
 from loadtest.cpu_use import cpu_use_pct  # no Locust import: safe in this process
 
@@ -227,6 +238,26 @@ def test_headless_run_connects_sends_and_delivers_every_message_without_failures
     assert (tmp_path / "report.html").stat().st_size > 0
 
 
+def test_users_join_a_server_speaking_russian_by_locale_and_every_delivery_arrives(
+    tmp_path: Path,
+) -> None:
+    # The server picks its language from LC_ALL, LC_MESSAGES, then LANG: only LANG says Russian.
+    russian = {"LANG": "ru_RU.UTF-8", "LC_ALL": "", "LC_MESSAGES": ""}
+    server = start_server("--quiet", env=russian)  # no --lang
+    try:
+        status, rows, summary, output = run_locust(
+            tmp_path, server, "--chat-room-rate", "20", users=20
+        )
+        peer = Peer(server.address)  # after the run, so it takes no delivery from the check
+        welcome = parse_server_line(peer.join("observer"))
+        peer.close()
+    finally:
+        server.stop()
+    assert welcome.kind == "notice"
+    assert welcome.text.startswith(RU["welcome"].partition("{")[0]), welcome  # it speaks Russian
+    assert_clean_run(status, rows, summary, output, users=20)
+
+
 def test_two_processes_merge_their_ledgers_and_lose_nothing(
     server_process: ServerProcess, tmp_path: Path
 ) -> None:
@@ -287,15 +318,16 @@ def test_refused_joins_and_server_errors_are_failures_with_their_reason(tmp_path
 def server_clients(server: ServerProcess) -> int:
     """How many clients the server counts, this one included (joins, asks /stats, leaves)."""
     with socket.create_connection(server.address, timeout=5) as sock:
-        sock.sendall(b"stats-probe\n/stats\n")
+        sock.sendall(encode_line("stats-probe") + encode_line(command_line(STATS_COMMAND)))
         decoder = LineDecoder()
         while True:
             data = sock.recv(65536)
             assert data, "server closed the connection"
             for line in decoder.feed(data):
-                if isinstance(line, bytes) and line.startswith(b"* stats: "):
-                    sock.sendall(b"/quit\n")
-                    return int(parse_stats(line[2:].decode())["clients"])
+                stats = stats_reply(line.decode()) if isinstance(line, bytes) else None
+                if stats is not None:
+                    sock.sendall(encode_line(LEAVE_LINE))
+                    return int(stats["clients"])
 
 
 def test_a_server_going_away_is_a_disconnect_failure_with_its_last_words(tmp_path: Path) -> None:
@@ -330,13 +362,14 @@ def test_a_server_going_away_is_a_disconnect_failure_with_its_last_words(tmp_pat
 
 LEDGER_SCENARIO = r"""
 import json, time
+from locust.event import EventHook
 from chat.probe import probe_text
 from loadtest.client import ChatClient
 from loadtest.ledger import DeliveryLedger, check_deliveries
 
 def client(ledger, name, connected=True):
-    c = ChatClient(("127.0.0.1", 9), name, ledger, lambda **kw: None)
-    ledger.receivers.append(c)
+    c = ChatClient(("127.0.0.1", 9), name, ledger, EventHook())
+    ledger.receivers.append(c.tally)
     c.connected = connected
     return c
 
