@@ -74,91 +74,108 @@ def _add(group: argparse._ArgumentGroup, *flags: str, **kwargs: Any) -> None:
     action.is_secret = action.is_required = action.is_multiple = False  # type: ignore[attr-defined]
 
 
+# The `--chat-*` options in `--help` order: (flag, add_argument keywords).
+CHAT_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "--chat-room-rate",
+        dict(
+            metavar="RATE",
+            type=_number(float, 0, low_included=True),
+            default=DEFAULTS["chat_room_rate"],
+            help="messages per second from the whole room, shared by all users (0: everyone "
+            "only listens). Each user waits an exponential time with mean USERS/RATE. Default 10",
+        ),
+    ),
+    (
+        "--chat-message-bytes",
+        dict(
+            metavar="BYTES",
+            type=_number(int, 1, low_included=True),
+            default=DEFAULTS["chat_message_bytes"],
+            help="length of each message in bytes (never shorter than its sequence number and "
+            "time stamp, about 25 bytes); the server discards lines over its --max-line, "
+            f"{MAX_LINE_BYTES} by default. Default 64",
+        ),
+    ),
+    (
+        "--chat-drain-s",
+        dict(
+            metavar="SECONDS",
+            type=_number(float, 0, low_included=False),
+            default=DEFAULTS["chat_drain_s"],
+            help="at the end, the longest time to keep reading after sending stopped (it ends "
+            f"earlier, once nothing arrived for {DRAIN_QUIET_S} s). Default 5",
+        ),
+    ),
+    (
+        "--chat-deliver-sample",
+        dict(
+            metavar="N",
+            type=_number(int, 1, low_included=True),
+            default=DEFAULTS["chat_deliver_sample"],
+            help="report every Nth received message as a `deliver` request (all are still "
+            "checked for loss). Raise it when Locust's CPU is the limit. Default 1",
+        ),
+    ),
+    (
+        "--chat-clock",
+        dict(
+            choices=["monotonic", "wall"],
+            default=DEFAULTS["chat_clock"],
+            help="clock in the messages: monotonic (one clock per machine; deliveries between "
+            "machines are checked but not timed) or wall (time of day; times deliveries "
+            "between machines too, with their clock offset as error). Default monotonic",
+        ),
+    ),
+    (
+        "--chat-latency-to",
+        dict(
+            choices=["arrival", "read"],
+            default=DEFAULTS["chat_latency_to"],
+            help="where `deliver` ends: arrival (when the bytes reached this machine, by the "
+            "kernel's receive timestamp on Linux, so Locust's own delays are left out; their "
+            "size is in the summary as read lag) or read (when Locust got to read them). "
+            "Default arrival",
+        ),
+    ),
+    (
+        "--chat-connect-timeout-s",
+        dict(
+            metavar="SECONDS",
+            type=_number(float, 0, low_included=False),
+            default=DEFAULTS["chat_connect_timeout_s"],
+            help="connect plus join must finish within this. Default 10",
+        ),
+    ),
+    (
+        "--chat-name-prefix",
+        dict(
+            metavar="PREFIX",
+            type=_name_prefix,
+            default=DEFAULTS["chat_name_prefix"],
+            help="start of every user's name (the rest makes it unique). Default u",
+        ),
+    ),
+    (
+        "--chat-summary",
+        dict(
+            metavar="PATH",
+            type=str,
+            default=DEFAULTS["chat_summary"],
+            help="write the end-of-run summary (delivery check, server /stats, Locust CPU) as JSON",
+        ),
+    ),
+)
+
+
 @events.init_command_line_parser.add_listener
 def add_chat_options(parser: argparse.ArgumentParser, **_kw: Any) -> None:
     """The `--chat-*` options, under their own heading in `--help`; the web UI shows them too."""
     group = parser.add_argument_group(
         GROUP_TITLE, "How the simulated people chat, and how the run is checked."
     )
-    _add(
-        group,
-        "--chat-room-rate",
-        metavar="RATE",
-        type=_number(float, 0, low_included=True),
-        default=DEFAULTS["chat_room_rate"],
-        help="messages per second from the whole room, shared by all users (0: everyone only "
-        "listens). Each user waits an exponential time with mean USERS/RATE. Default 10",
-    )
-    _add(
-        group,
-        "--chat-message-bytes",
-        metavar="BYTES",
-        type=_number(int, 1, low_included=True),
-        default=DEFAULTS["chat_message_bytes"],
-        help="length of each message in bytes (never shorter than its sequence number and time "
-        f"stamp, about 25 bytes); the server discards lines over its --max-line, {MAX_LINE_BYTES} "
-        "by default. Default 64",
-    )
-    _add(
-        group,
-        "--chat-drain-s",
-        metavar="SECONDS",
-        type=_number(float, 0, low_included=False),
-        default=DEFAULTS["chat_drain_s"],
-        help="at the end, the longest time to keep reading after sending stopped (it ends "
-        f"earlier, once nothing arrived for {DRAIN_QUIET_S} s). Default 5",
-    )
-    _add(
-        group,
-        "--chat-deliver-sample",
-        metavar="N",
-        type=_number(int, 1, low_included=True),
-        default=DEFAULTS["chat_deliver_sample"],
-        help="report every Nth received message as a `deliver` request (all are still checked "
-        "for loss). Raise it when Locust's CPU is the limit. Default 1",
-    )
-    _add(
-        group,
-        "--chat-clock",
-        choices=["monotonic", "wall"],
-        default=DEFAULTS["chat_clock"],
-        help="clock in the messages: monotonic (one clock per machine; deliveries between "
-        "machines are checked but not timed) or wall (time of day; times deliveries between "
-        "machines too, with their clock offset as error). Default monotonic",
-    )
-    _add(
-        group,
-        "--chat-latency-to",
-        choices=["arrival", "read"],
-        default=DEFAULTS["chat_latency_to"],
-        help="where `deliver` ends: arrival (when the bytes reached this machine, by the "
-        "kernel's receive timestamp on Linux, so Locust's own delays are left out; their size is "
-        "in the summary as read lag) or read (when Locust got to read them). Default arrival",
-    )
-    _add(
-        group,
-        "--chat-connect-timeout-s",
-        metavar="SECONDS",
-        type=_number(float, 0, low_included=False),
-        default=DEFAULTS["chat_connect_timeout_s"],
-        help="connect plus join must finish within this. Default 10",
-    )
-    _add(
-        group,
-        "--chat-name-prefix",
-        metavar="PREFIX",
-        type=_name_prefix,
-        default=DEFAULTS["chat_name_prefix"],
-        help="start of every user's name (the rest makes it unique). Default u",
-    )
-    _add(
-        group,
-        "--chat-summary",
-        metavar="PATH",
-        type=str,
-        default=DEFAULTS["chat_summary"],
-        help="write the end-of-run summary (delivery check, server /stats, Locust CPU) as JSON",
-    )
+    for flag, settings in CHAT_OPTIONS:
+        _add(group, flag, **settings)
     # Set by the master so every worker paces its users for the whole room, not its own share.
     parser.add_argument(
         "--chat-room-users",
