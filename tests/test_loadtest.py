@@ -364,6 +364,7 @@ LEDGER_SCENARIO = r"""
 import json, time
 from locust.event import EventHook
 from chat.probe import probe_text
+from chat.protocol import chat_line, encode_line, notice_line
 from loadtest.client import ChatClient
 from loadtest.ledger import DeliveryLedger, check_deliveries
 
@@ -375,7 +376,7 @@ def client(ledger, name, connected=True):
 
 def hear(c, sender, *seqs):
     now = time.monotonic_ns()
-    c.on_data(b"".join(f"{sender}: {probe_text(s, now)}\n".encode() for s in seqs), now)
+    c.on_data(b"".join(encode_line(chat_line(sender, probe_text(s, now))) for s in seqs), now)
 
 a, b = DeliveryLedger(), DeliveryLedger()   # two Locust processes
 a.sent["alice"] = 5
@@ -390,13 +391,14 @@ hear(r4, "alice", 2, 3)                     # owed 2..3
 hear(r5, "alice", 1, 2, 3, 4, 5)
 hear(r1, "bob", 1, 2)                       # bob's last (3) lost
 hear(r5, "human", 1, 2, 4)                  # not ours: gaps only, 3 lost
-r5.on_data(b"* someone joined the chat\nhuman: hello\n", 0)
+joined, human = notice_line("someone joined the chat"), chat_line("human", "hello")
+r5.on_data(encode_line(joined) + encode_line(human), 0)
 # Reads split anywhere, one byte at a time, through a name's two-byte letter too: each line
 # is still counted once, when its last byte arrives.
 r6 = client(b, "r6")
 now = time.monotonic_ns()
-wire = b"".join(f"{s}: {probe_text(q, now)}\n".encode() for s, q in [("bob", 1), ("bob", 2),
-                ("bob", 3), ("\u0451\u0436", 1), ("\u0451\u0436", 2)])
+wire = b"".join(encode_line(chat_line(s, probe_text(q, now))) for s, q in [("bob", 1),
+                ("bob", 2), ("bob", 3), ("\u0451\u0436", 1), ("\u0451\u0436", 2)])
 counted_at, before = [], b.deliveries
 start = before
 for i in range(len(wire)):
