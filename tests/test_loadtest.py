@@ -55,8 +55,7 @@ Promises (README.md "Load testing", docs/LOADTEST.md) -> tests:
     -> every run_locust test reads the delivery-check row from the CSV
 - `python loadtest/chat_user.py --help` lists every `--chat-*` option of the guide
     -> test_every_chat_option_in_the_guide_is_listed_by_the_locustfile_help
-    -> test_every_chat_option_the_readme_names_exists (strict xfail: README says
-       --chat-message-size)
+    -> test_every_chat_option_the_readme_names_exists
 - ... under a heading of their own, `--chat-message-bytes` in bytes; without Locust installed,
   one line saying how to install it, status 1
     -> test_locustfile_help_lists_the_chat_options_under_their_own_heading
@@ -453,9 +452,6 @@ def test_every_chat_option_in_the_guide_is_listed_by_the_locustfile_help() -> No
     assert documented == listed
 
 
-@pytest.mark.xfail(
-    strict=True, reason="README names --chat-message-size; the option is --chat-message-bytes"
-)
 def test_every_chat_option_the_readme_names_exists() -> None:
     named = set(re.findall(r"(--chat-[a-z-]+)", (ROOT / "README.md").read_text()))
     assert named <= set(re.findall(r"(--chat-[a-z-]+)", locustfile_help()))
