@@ -12,7 +12,7 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Final
 
@@ -38,136 +38,53 @@ RESERVED_FDS: Final = 64
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every option: the Config fields by group (from CONFIG_OPTIONS), then the process's own."""
     parser = argparse.ArgumentParser(
         prog="chat-server",
         description="A multi-user TCP chat server, one thread per client (docs/PROTOCOL.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add = parser.add_argument
-    add("--host", default=DEFAULTS.host, help="address to listen on (use ::1 for IPv6 loopback)")
-    add("--port", type=_port, default=DEFAULTS.port, help="TCP port; 0 picks a free one")
-    add(
-        "--max-line",
-        type=_positive_int,
-        default=DEFAULTS.max_line,
-        help="longest line a client may send, in bytes; longer lines are discarded with an error",
-    )
-    add(
-        "--max-pending",
-        type=_positive_int,
-        default=DEFAULTS.max_pending,
-        help="bytes queued for one client whose kernel buffers are full before it is "
-        "disconnected as a slow consumer",
-    )
-    add(
-        "--write-deadline",
-        type=_positive_float,
-        default=DEFAULTS.write_deadline,
-        help="seconds a client whose kernel buffers are full may take no byte at all before it "
-        "is disconnected as a slow consumer",
-    )
-    add(
-        "--max-queued-total",
-        type=_positive_int,
-        default=DEFAULTS.max_queued_total,
-        help="bytes queued for all clients together (real cost); over it the clients holding "
-        "the most are disconnected, biggest first",
-    )
-    add(
-        "--handshake-timeout",
-        type=_positive_float,
-        default=DEFAULTS.handshake_timeout,
-        help="seconds a new connection has to get a name accepted",
-    )
-    add(
-        "--max-clients",
-        type=_positive_int,
-        default=DEFAULTS.max_clients,
-        help="connections at once; one more gets 'server full' and is closed",
-    )
-    add(
-        "--notice-limit",
-        type=int,
-        default=DEFAULTS.notice_limit,
-        help="join/leave notices stop while more than this many clients are online",
-    )
-    add(
-        "--delivery",
-        choices=DELIVERY_KINDS,
-        default=DEFAULTS.delivery,
-        help="queued: byte-bounded per-client queues, coalesced writes from writer threads; "
-        "inline: the original design, each sender writes to every socket itself (a baseline)",
-    )
-    add(
-        "--writers",
-        type=_positive_int,
-        default=DEFAULTS.writers,
-        help="writer threads for queued delivery",
-    )
-    add(
-        "--flood-rate",
-        type=_non_negative_int,
-        default=DEFAULTS.flood_rate,
-        help="bytes per second a client may make the server send (each line counted once per "
-        "recipient, plus 64 per line); over it the server stops reading from that client for a "
-        "while. 0 turns flood control off",
-    )
-    add(
-        "--max-per-address",
-        type=_non_negative_int,
-        default=DEFAULTS.max_per_address,
-        help="connections at once from one address (0: no limit); exempt addresses aside",
-    )
-    add(
-        "--new-per-address",
-        type=_non_negative_int,
-        default=DEFAULTS.new_per_address,
-        help="new connections per minute from one address (0: no limit); exempt addresses aside",
-    )
-    add(
-        "--exempt",
-        type=_networks,
-        default=",".join(map(str, DEFAULTS.exempt)),
-        help="comma-separated addresses or networks the per-address limits do not apply to "
-        "('' for none)",
-    )
-    add(
-        "--max-unnamed",
-        type=_positive_int,
-        default=DEFAULTS.max_unnamed,
-        help="connections still without a name; one more pushes out the one waiting longest",
-    )
-    add(
-        "--flood-burst",
-        type=_positive_int,
-        default=DEFAULTS.flood_burst,
-        help="bytes a client may make the server send at once before --flood-rate applies",
-    )
-    add(
+    for title, options in CONFIG_OPTIONS.items():
+        group = parser.add_argument_group(title)
+        for name, kind, help_text in options:
+            flag = "--" + name.replace("_", "-")
+            default = getattr(DEFAULTS, name)
+            if name == "exempt":  # parsed from text like the rest, so --help shows it as typed
+                default = ",".join(map(str, default))
+            if isinstance(kind, tuple):
+                group.add_argument(flag, choices=kind, default=default, help=help_text)
+            else:
+                group.add_argument(flag, type=kind, default=default, help=help_text)
+    _add_process_options(parser.add_argument_group("process"))
+    return parser
+
+
+def _add_process_options(group: argparse._ArgumentGroup) -> None:
+    """What is not the server's Config: the GIL, the language's default, logging."""
+    group.add_argument(
         "--switch-interval",
         type=_positive_float,
         default=SWITCH_INTERVAL_S,
         help="CPython's GIL switch interval in seconds (sys.setswitchinterval); longer keeps a "
         "mass disconnect of thousands of threads cheap",
     )
-    add(
+    group.add_argument(
         "--lang",
         choices=("en", "ru"),
         default=None,
         help="language of notices (default: from the locale, else en)",
     )
-    add(
+    group.add_argument(
         "--log-level",
         default="INFO",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="logging level",
     )
-    add(
+    group.add_argument(
         "--quiet",
         action="store_true",
         help="log warnings only (same as --log-level WARNING), for benchmarks",
     )
-    return parser
 
 
 def _positive_int(text: str) -> int:
@@ -203,6 +120,96 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
+
+
+# The Config fields as options, by group: (field, type or choices, help). The flag is the field's
+# name with dashes; the default is Config's own (chat/config.py), so it is written once.
+CONFIG_OPTIONS: Final[
+    dict[str, tuple[tuple[str, Callable[[str], object] | tuple[str, ...], str], ...]]
+] = {
+    "listening": (
+        ("host", str, "address to listen on (use ::1 for IPv6 loopback)"),
+        ("port", _port, "TCP port; 0 picks a free one"),
+    ),
+    "clients and lines": (
+        ("max_clients", _positive_int, "connections at once; one more gets 'server full'"),
+        (
+            "max_line",
+            _positive_int,
+            "longest line a client may send, in bytes; longer lines are discarded with an error",
+        ),
+        (
+            "handshake_timeout",
+            _positive_float,
+            "seconds a new connection has to get a name accepted",
+        ),
+        ("notice_limit", int, "join/leave notices stop while more than this many are online"),
+    ),
+    "connections per address": (
+        (
+            "max_per_address",
+            _non_negative_int,
+            "connections at once from one address (0: no limit); exempt addresses aside",
+        ),
+        (
+            "new_per_address",
+            _non_negative_int,
+            "new connections per minute from one address (0: no limit); exempt addresses aside",
+        ),
+        (
+            "exempt",
+            _networks,
+            "comma-separated addresses or networks the per-address limits do "
+            "not apply to ('' for none)",
+        ),
+        (
+            "max_unnamed",
+            _positive_int,
+            "connections still without a name; one more pushes out the one waiting longest",
+        ),
+    ),
+    "flood control": (
+        (
+            "flood_rate",
+            _non_negative_int,
+            "bytes per second of work a client may cause: each line it sends costs 256, each "
+            "command or name 128 KiB, each delivery its bytes plus 64; over it the server stops "
+            "reading from that client for a while. 0 turns it off",
+        ),
+        (
+            "flood_burst",
+            _positive_int,
+            "bytes of work a client may cause at once before --flood-rate applies",
+        ),
+    ),
+    "delivery": (
+        (
+            "delivery",
+            DELIVERY_KINDS,
+            "queued: per-client queues, coalesced writes from writer "
+            "threads; inline: the original design, each sender writes to every socket itself",
+        ),
+        ("writers", _positive_int, "writer threads for queued delivery"),
+        (
+            "max_pending",
+            _positive_int,
+            "bytes queued for one client whose kernel buffers are "
+            "full before it is disconnected as a slow consumer",
+        ),
+        (
+            "write_deadline",
+            _positive_float,
+            "seconds a client whose kernel buffers are full may "
+            "take no byte at all before it is disconnected as a slow consumer",
+        ),
+        (
+            "max_queued_total",
+            _positive_int,
+            "bytes queued for all clients together (real "
+            "cost); over it the clients holding the most are disconnected, biggest first",
+        ),
+    ),
+}
 
 
 def raise_open_files_limit() -> int | None:
