@@ -1,8 +1,9 @@
 """The hostile-client targets of issue 9 (bench/test_hostile.py), judged for bench.report.
 
 Each target compares the attacked run with the same run without the attacker, and its numbers
-cell shows both side by side. bench/report.py calls `hostile_targets(rows)` from its `targets`,
-so the Targets table and `--check` include them; a target whose rows are missing is no data.
+cell shows both side by side. bench/report_targets.py calls `hostile_targets(rows)` from its
+`targets`, so the Targets table and `--check` include them; a target whose rows are missing is
+no data.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ MIB = 2**20
 
 def hostile_targets(rows: list[dict]) -> list:
     """The five hostile-client targets (six verdicts) for the default server."""
-    # Imported here: bench.report imports this module, and runs as __main__ under `-m`.
-    from bench import report
+    # Imported here: bench.report_targets imports this module. It holds the Target helpers and
+    # the row cells (fmt, delivery_cell) these targets share with the others.
+    from bench import report_targets as report
 
     return [
         _flood(report, rows),
