@@ -1,5 +1,8 @@
 """Shared fixtures: a chat server in its own process on 127.0.0.1, in-process servers, rooms.
 
+`server` (an in-process server, each test run with both delivery modes) and `queued` (the
+default mode only) serve the server tests: test_server, test_commands, test_bounds.
+
 Starting a server process, free ports and the raw-socket Peer live in harness/; they are
 re-exported here because the tests import them from this conftest.
 """
@@ -27,6 +30,18 @@ def server_process() -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(params=["queued", "inline"])
+def server(request) -> Iterator[ChatServer]:
+    with running(delivery=request.param) as srv:
+        yield srv
+
+
+@pytest.fixture
+def queued() -> Iterator[ChatServer]:
+    with running() as srv:
+        yield srv
 
 
 @contextmanager
