@@ -1,10 +1,12 @@
 """Shared fixtures: a chat server in its own process on 127.0.0.1, in-process servers, rooms.
 
 `server` (an in-process server, each test run with both delivery modes) and `queued` (the
-default mode only) serve the server tests: test_server, test_commands, test_bounds.
+default mode only) serve the server tests: test_server, test_commands, test_bounds. The client
+tests override `server` with a server process (`english_server`).
 
 Starting a server process, free ports and the raw-socket Peer live in harness/; they are
-re-exported here because the tests import them from this conftest.
+re-exported here because the tests import them from this conftest. The client tests' fixtures
+live in client_helpers.py, next to what they start, and are registered here by importing them.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from client_helpers import english_server, peers, popen_client, pty_client, terminal
 
 from chat.server import ChatServer, Config
 from harness import Peer, ServerProcess
 from harness import start_chat_server as start_server
 
 __all__ = ["Peer", "ServerProcess", "room", "running", "start_server"]
+# Fixtures of the client tests (tests/client_helpers.py): pytest finds them in this namespace.
+__all__ += ["english_server", "peers", "popen_client", "pty_client", "terminal"]
 
 
 @pytest.fixture
