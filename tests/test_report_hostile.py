@@ -35,6 +35,11 @@ DELIVERED = {
 
 def hostile_met() -> list[dict]:
     """extra_info of every hostile case, calm and attacked, with every target met."""
+    return [*flood_met(), *burst_met(), *memory_met(), *lockout_met(), *mass_met()]
+
+
+def flood_met() -> list[dict]:
+    """The flood case, calm and attacked."""
     flood = {"case": "hostile_flood", "server": "threaded", "clients": FLOOD_CHATTERS}
     flood |= DELIVERED | {"chatters_cut": 0, "throttled": 0}
     flooded = flood | {
@@ -47,8 +52,18 @@ def hostile_met() -> list[dict]:
         "flood_lines": 30_000,
         "flood_s": 10.0,
     }
+    return [flood | {"attacked": False}, flooded]
+
+
+def burst_met() -> list[dict]:
+    """The burst case, with flood control on and off."""
     burst = {"case": "hostile_burst", "server": "threaded", "clients": BURST_READERS}
     burst |= DELIVERED | {"readers_cut": 0, "none_cut": True, "throttled": 1}
+    return [burst | {"flood_control": "on"}, burst | {"flood_control": "off"}]
+
+
+def memory_met() -> list[dict]:
+    """The memory case, calm and attacked."""
     memory = {"case": "hostile_memory", "server": "threaded", "clients": MEMORY_SPAMMERS}
     memory |= {
         "baseline_rss_mib": 40.0,
@@ -63,6 +78,11 @@ def hostile_met() -> list[dict]:
         "evicted": 0,
         "cut_write_deadline": 0,
     }
+    return [memory | {"attacked": False}, memory | {"attacked": True}]
+
+
+def lockout_met() -> list[dict]:
+    """The lockout case, calm (no attackers) and attacked."""
     lockout = {"case": "hostile_lockout", "server": "threaded", "legit_tries": 10}
     lockout |= {"legit_joined": 10, "legit_join_max_s": 0.01, "legit_all_in_time": True}
     lockout |= dict.fromkeys(
@@ -77,22 +97,19 @@ def hostile_met() -> list[dict]:
         ),
         100,
     )
+    return [
+        lockout | {"attacked": False, "clients": 0},
+        lockout | {"attacked": True, "clients": LOCKOUT_SILENT + LOCKOUT_DRIBBLING},
+    ]
+
+
+def mass_met() -> list[dict]:
+    """The mass case, calm and attacked."""
     mass = {"case": "hostile_mass", "server": "threaded", "clients": MASS_CLIENTS} | DELIVERED
     mass |= {"probes": 30, "bob_first_ms": 5.0, "bob_p99_ms": 9.0, "bob_max_ms": 10.0}
     mass |= {"message_within_target": True, "sigterm_exit_s": 0.6, "sigterm_status": 0}
     mass |= {"sigterm_within_target": True, "sigterm_after_s": 1.0}
-    return [
-        flood | {"attacked": False},
-        flooded,
-        burst | {"flood_control": "on"},
-        burst | {"flood_control": "off"},
-        memory | {"attacked": False},
-        memory | {"attacked": True},
-        lockout | {"attacked": False, "clients": 0},
-        lockout | {"attacked": True, "clients": LOCKOUT_SILENT + LOCKOUT_DRIBBLING},
-        mass | {"attacked": False},
-        mass | {"attacked": True},
-    ]
+    return [mass | {"attacked": False}, mass | {"attacked": True}]
 
 
 def statuses(rows: list[dict]) -> list[str]:
