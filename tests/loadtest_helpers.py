@@ -1,0 +1,95 @@
+"""What the load-test tests share: where the locustfile is, their time bounds, and a headless
+Locust run against a server, read back from its CSV and its chat summary.
+
+Locust monkey-patches the process it is imported into, so it only ever runs in a subprocess here,
+stopped by its PID (its --processes workers by its process group).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness import ServerProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAT_USER = ROOT / "loadtest" / "chat_user.py"
+LOCUST_TIMEOUT_S = 60.0
+WAIT_S = 20.0
+
+
+def run_locust(
+    tmp_path: Path,
+    server: ServerProcess | str | None,
+    *extra: str,
+    users: int = 40,
+    run_time: str = "4s",
+    meanwhile: Callable[[], None] | None = None,
+) -> tuple[int, dict[str, dict[str, str]], dict, str]:
+    """Run a headless test against `server` (or a --host value, or no --host at all);
+    `meanwhile` runs during it. (exit status, CSV rows by name, chat summary, Locust's output)."""
+    if isinstance(server, ServerProcess):
+        server = f"{server.host}:{server.port}"
+    proc = subprocess.Popen(
+        locust_command(tmp_path, server, extra, users, run_time),
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        if meanwhile is not None:
+            meanwhile()
+        output, _ = proc.communicate(timeout=LOCUST_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"locust did not finish in {LOCUST_TIMEOUT_S} s:\n{output[-3000:]}")
+    rows, summary = locust_results(tmp_path)
+    return proc.returncode, rows, summary, output
+
+
+def locust_command(
+    tmp_path: Path, host: str | None, extra: tuple[str, ...], users: int, run_time: str
+) -> list[str]:
+    """`locust --headless` with our locustfile, its CSV and chat summary in `tmp_path`."""
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(CHAT_USER),
+        "--headless",
+        *([] if host is None else ["--host", host]),
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        run_time,
+        "--csv",
+        str(tmp_path / "locust"),
+        "--chat-summary",
+        str(tmp_path / "summary.json"),
+        "--only-summary",
+        *extra,
+    ]
+
+
+def locust_results(tmp_path: Path) -> tuple[dict[str, dict[str, str]], dict]:
+    """The run's chat rows of its _stats.csv by name, and its chat summary ({} if none)."""
+    with open(tmp_path / "locust_stats.csv", newline="") as f:
+        rows = {row["Name"]: row for row in csv.DictReader(f) if row["Type"] == "chat"}
+    summary_path = tmp_path / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    return rows, summary
