@@ -280,6 +280,31 @@ def started_servers(kind: str) -> Iterator[Callable[..., ServerProcess]]:
 
 
 @pytest.fixture
+def threaded() -> Iterator[Callable[..., ServerProcess]]:
+    """Start default servers (chat.server, extra CLI args allowed), as the hostile cases
+    (bench/hostile.py) need: the limits they test are its own. All stopped by PID afterwards."""
+    with started_servers("threaded") as start:
+        yield start
+
+
+@pytest.fixture
+def swarms() -> Iterator[Callable[..., Swarm]]:
+    """Make swarms of any server, client names starting with `prefix`; all closed afterwards."""
+    made: list[Swarm] = []
+
+    def make(server: ServerProcess, prefix: str = "c") -> Swarm:
+        swarm = Swarm(server.address, prefix)
+        made.append(swarm)
+        return swarm
+
+    try:
+        yield make
+    finally:
+        for swarm in made:
+            swarm.close()
+
+
+@pytest.fixture
 def chat_server(server_kind: str) -> Iterator[Callable[..., ServerProcess]]:
     """Start fresh servers of this test's kind (extra CLI args allowed); all stopped by PID."""
     with started_servers(server_kind) as start:
