@@ -1,4 +1,4 @@
-"""The hostile-client targets of issue 9 (bench/test_hostile.py), judged for bench.report.
+"""The hostile-client targets of issue 9 (bench/test_hostile_*.py), judged for bench.report.
 
 Each target compares the attacked run with the same run without the attacker, and its numbers
 cell shows both side by side. bench/report_targets.py calls `hostile_targets(rows)` from its

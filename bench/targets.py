@@ -13,7 +13,7 @@ REQUIRED_RATES_PER_S = (1000, 2000, 4000, 8000)
 KEPT_UP_FRACTION = 0.9
 
 # Hostile clients (issue 9), measured with the default server at --quiet, each beside the same
-# run without the attacker (bench/test_hostile.py, judged by bench/report_hostile.py).
+# run without the attacker (bench/test_hostile_*.py, judged by bench/report_hostile.py).
 # Flood: one client floods at wire speed while this many chat at this rate each.
 FLOOD_CHATTERS = 50
 FLOOD_CHAT_RATE_PER_S = 10.0

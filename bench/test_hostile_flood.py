@@ -233,5 +233,12 @@ def test_burst(benchmark, threaded, swarms, flood_control, quick):
         nothing_lost=window.verdict.ok and not window.timed_out,
     )
     benchmark.extra_info.update(info)
+    # Whatever arrived arrived once and in order; a reader the slow-consumer rule cut is told so.
+    assert info["duplicates"] == info["out_of_order"] == info["unexpected"] == 0, info
+    if flood_control == "off":
+        # Reported, not promised: at wire speed a reader slower than the sender falls behind for
+        # good, and the slow-consumer rule cuts it (it is the reader that fell behind, not the
+        # server). With flood control on, the promise below holds.
+        return
     assert cut == 0, f"{cut} readers were cut"
     assert window.verdict.ok and not window.timed_out, window.verdict.problems()
