@@ -245,7 +245,7 @@ class ChatServer:
             if oldest is not None:
                 del self._unnamed[oldest]
         if oldest is not None:
-            log.warning("closed %s: too many connections without a name", oldest.peer)
+            log.warning("closed %s: %s", oldest.peer, self.texts("unnamed_full"))
             self._cut(oldest, "pushed out", self.texts("unnamed_full"))
 
     def _cut(self, session: Session, reason: str, text: str) -> bool:

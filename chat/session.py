@@ -112,7 +112,7 @@ class Session:
         server = self.server
         if server.registry.remove(self):
             if self.reason == "slow consumer":
-                log.warning("%s disconnected: slow consumer", self.name)
+                log.warning("%s", server.texts("slow_consumer_left", name=self.name))
                 self.announce("slow_consumer_left", name=self.name)
             else:
                 log.info("%s", server.texts("left", name=self.name))
