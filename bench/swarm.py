@@ -4,6 +4,11 @@ A measured window does the least it can per read: `recv`, stamp, keep the chunk,
 Everything else (framing with chat.protocol.LineDecoder, parsing server lines and probes,
 checking order, duplicates and losses, latency) happens after the window in `verify`. The swarm
 records its own CPU time so a result limited by the driver rather than the server is flagged.
+
+This module holds `Swarm`: joining, the measured window's loop, the call to verify. The client
+and its epoll registry are in bench.swarm_client, what senders send in bench.swarm_send, a
+window's bookkeeping and reports in bench.swarm_window, the delivery check in bench.swarm_verify;
+what callers import from those is re-exported here.
 """
 
 from __future__ import annotations
@@ -11,174 +16,44 @@ from __future__ import annotations
 import errno
 import fcntl
 import gc
-import itertools
-import select
 import socket
 import struct
 import termios
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
-from chat.cli import raise_open_files_limit
-from chat.probe import parse_probe, probe_text
-from chat.protocol import (
-    DELIMITER,
-    ENCODING,
-    ERROR_PREFIX,
-    LINE_TOO_LONG,
-    NOTICE_PREFIX,
-    Accepted,
-    ClientHandshake,
-    LineDecoder,
-    encode_line,
-    parse_server_line,
+from bench.swarm_client import (
+    READ,
+    READABLE,
+    RECV_BYTES,
+    WRITE,
+    Client,
+    Poller,
+    SwarmError,
 )
+from bench.swarm_send import PacedSender, SenderPlan, burst, next_due_wait_ns
+from bench.swarm_verify import Verdict, percentile_ms, verify_reader
+from bench.swarm_window import DRIVER_SATURATED_FRACTION, ConnectReport, DriveReport, DriveState
+from chat.cli import raise_open_files_limit
 
-RECV_BYTES = 1 << 20
-JOIN_RECV_BYTES = 1 << 16  # below malloc's mmap threshold: joining does many small reads
-SEND_BYTES = 1 << 18
+__all__ = [
+    "CONNECT_WAVE",
+    "DRIVER_SATURATED_FRACTION",
+    "IDLE_TIMEOUT_S",
+    "Client",
+    "ConnectReport",
+    "DriveReport",
+    "Poller",
+    "SenderPlan",
+    "Swarm",
+    "SwarmError",
+    "Verdict",
+    "percentile_ms",
+    "raise_open_files_limit",
+]
+
 CONNECT_WAVE = 256
 IDLE_TIMEOUT_S = 10.0
-DRIVER_SATURATED_FRACTION = 0.9
-READ = select.EPOLLIN
-WRITE = select.EPOLLOUT
-# Errors and hang-ups are reported as readable: the recv that follows sees them.
-READABLE = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
-# How notices and errors start, at the start of a read and after a newline: not chat lines.
-SERVER_LINE_PREFIXES = (NOTICE_PREFIX.encode(ENCODING), ERROR_PREFIX.encode(ENCODING))
-SERVER_LINE_STARTS = tuple(DELIMITER + prefix for prefix in SERVER_LINE_PREFIXES)
-
-
-class SwarmError(RuntimeError):
-    """The server refused or dropped the swarm's clients while they were joining."""
-
-
-class Client:
-    """One simulated chat client: a non-blocking socket plus what it has read and must send."""
-
-    __slots__ = (
-        "index",
-        "name",
-        "sock",
-        "state",
-        "joining",
-        "chunks",
-        "pending",
-        "wbuf",
-        "woff",
-        "events",
-    )
-
-    def __init__(self, index: int, name: str, sock: socket.socket) -> None:
-        self.index = index
-        self.name = name
-        self.sock = sock
-        self.state = "connecting"
-        # While joining: the framing and the client handshake of the server's first lines.
-        self.joining: tuple[LineDecoder, ClientHandshake] | None = None
-        self.chunks: list[tuple[int, bytes]] = []
-        self.pending = 0
-        self.wbuf = bytearray()
-        self.woff = 0
-        self.events = WRITE
-
-
-@dataclass
-class SenderPlan:
-    """What one client sends in a window: `count` probes, all at once or at `rate_per_s`."""
-
-    index: int
-    count: int
-    rate_per_s: float = 0.0
-    size: int = 0
-    start_offset_s: float = 0.0
-
-
-@dataclass
-class ConnectReport:
-    """How long `count` clients took from the first connect to the last welcome."""
-
-    count: int
-    connect_s: float
-    driver_cpu_s: float
-
-    @property
-    def driver_cpu_frac(self) -> float:
-        return self.driver_cpu_s / self.connect_s if self.connect_s > 0 else 0.0
-
-
-@dataclass
-class DriveReport:
-    """One measured window: wall time to the last expected line, and the driver's own CPU."""
-
-    wall_s: float
-    driver_cpu_s: float
-    timed_out: bool
-    max_send_lag_ms: float
-
-    @property
-    def driver_cpu_frac(self) -> float:
-        return self.driver_cpu_s / self.wall_s if self.wall_s > 0 else 0.0
-
-    @property
-    def driver_saturated(self) -> bool:
-        return self.driver_cpu_frac > DRIVER_SATURATED_FRACTION
-
-
-@dataclass
-class Verdict:
-    """Delivery check over a whole window: counts and per-delivery latencies (ns)."""
-
-    expected: int = 0
-    delivered: int = 0
-    lost: int = 0
-    duplicates: int = 0
-    out_of_order: int = 0
-    unexpected: int = 0
-    latencies_ns: list[int] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.lost == self.duplicates == self.out_of_order == self.unexpected == 0
-
-    def problems(self) -> str:
-        return (
-            f"expected={self.expected} delivered={self.delivered} lost={self.lost} "
-            f"duplicates={self.duplicates} out_of_order={self.out_of_order} "
-            f"unexpected={self.unexpected}"
-        )
-
-
-class Poller:
-    """`select.epoll` keyed by client: what `selectors` does, minus its per-event bookkeeping.
-
-    The swarm's loop pays this cost once per read, and a read can carry a single line.
-    """
-
-    def __init__(self) -> None:
-        self.epoll = select.epoll()
-        self.clients: dict[int, Client] = {}
-
-    def register(self, client: Client, events: int) -> None:
-        fd = client.sock.fileno()
-        self.epoll.register(fd, events)
-        self.clients[fd] = client
-
-    def modify(self, client: Client, events: int) -> None:
-        self.epoll.modify(client.sock.fileno(), events)
-
-    def unregister(self, client: Client) -> None:
-        fd = client.sock.fileno()
-        self.epoll.unregister(fd)
-        del self.clients[fd]
-
-    def select(self, timeout_s: float) -> list[tuple[Client, int]]:
-        clients = self.clients
-        return [(clients[fd], mask) for fd, mask in self.epoll.poll(timeout_s)]
-
-    def close(self) -> None:
-        self.epoll.close()
 
 
 class Swarm:
@@ -243,59 +118,15 @@ class Swarm:
     def _advance_join(self, client: Client, mask: int) -> bool:
         """One step of a client's join; True when it has just been welcomed."""
         if client.state == "connecting" and mask & WRITE:
-            err = client.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                raise SwarmError(f"{client.name}: connect failed: {errno.errorcode.get(err, err)}")
-            client.sock.send(encode_line(client.name))
-            client.state = "joining"
-            client.joining = (LineDecoder(max_line_bytes=RECV_BYTES), ClientHandshake())
-            client.events = READ
-            self.poller.modify(client, READ)
+            client.send_name()
+            self.poller.modify(client, client.events)
             return False
         if not mask & READABLE:
             return False
-        data = self._recv_or_close(client)
+        data = self.poller.recv_or_close(client)
         if client.state != "joining" or data is None:
             return False
-        if not data:
-            raise SwarmError(f"{client.name}: closed while joining: {bytes(client.wbuf)!r}")
-        client.wbuf += data  # nothing to send yet, so the write buffer holds the greeting
-        assert client.joining is not None
-        decoder, handshake = client.joining
-        for raw in decoder.feed(data):
-            if raw is LINE_TOO_LONG:
-                continue
-            outcome = handshake.line_received(raw.decode(ENCODING, "replace"))
-            if isinstance(outcome, Accepted):
-                # What followed the welcome in this read (join notices) is not kept, as settle()
-                # would discard it anyway.
-                client.state = "joined"
-                client.joining = None
-                client.wbuf.clear()
-                return True
-            if outcome is not None:
-                raise SwarmError(f"{client.name}: refused: {bytes(client.wbuf)!r}")
-        return False
-
-    def _recv_or_close(self, client: Client) -> bytes | None:
-        """What one recv gives: None when nothing is there yet, b"" (and closed) at EOF."""
-        try:
-            data = client.sock.recv(JOIN_RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return None
-        except OSError:
-            data = b""
-        if not data:
-            self._close(client)
-        return data
-
-    def _close(self, client: Client) -> None:
-        if client.state != "closed":
-            if client.events:
-                self.poller.unregister(client)
-                client.events = 0
-            client.sock.close()
-            client.state = "closed"
+        return client.greeting_received(data)
 
     def settle(self, quiet_s: float = 0.2, timeout_s: float = 30.0) -> int:
         """Read and discard until nothing arrives for `quiet_s` (join notices); returns bytes."""
@@ -307,7 +138,7 @@ class Swarm:
                 break
             for client, mask in events:
                 if mask & READABLE:
-                    total += len(self._recv_or_close(client) or b"")
+                    total += len(self.poller.recv_or_close(client) or b"")
         return total
 
     # --- a measured window ---------------------------------------------------------------------
@@ -322,13 +153,13 @@ class Swarm:
             client = self.clients[index]
             if client.state != "closed" and client.events & READ:
                 client.events &= ~READ
-                self._apply_events(client)
+                self.poller.apply(client)
             self.stalled.add(index)
 
     def disconnect(self, indices: Iterable[int]) -> None:
         """Close these clients' sockets at once, without a word (a mass disconnect)."""
         for index in indices:
-            self._close(self.clients[index])
+            self.poller.close_client(self.clients[index])
 
     def unread_bytes(self, index: int) -> int:
         """Bytes waiting in a client's socket receive queue: all that reached a stalled client."""
@@ -345,7 +176,7 @@ class Swarm:
         client.pending = self._expected_for(index)
         if client.state != "closed" and not client.events & READ:
             client.events |= READ
-            self._apply_events(client)
+            self.poller.apply(client)
 
     def drive(
         self,
@@ -379,39 +210,54 @@ class Swarm:
         interval_ns: int,
         idle_ns: int,
     ) -> DriveReport:
+        """The window's loop: send what is due, poll (at most every `interval_ns`), read."""
         cpu0, t0 = time.process_time(), time.monotonic_ns()
-        deadline = t0 + int(timeout_s * 1e9)
         paced = self._start_senders(plans, t0)
-        last_line_ns, last_read_ns, last_poll_ns, max_lag_ns = t0, t0, 0, 0
-        last_line_cpu = cpu0
+        window = DriveState(readers, paced, t0, cpu0, deadline_ns=t0 + int(timeout_s * 1e9))
         poll = self.poller.epoll.poll
-        clients = self.poller.clients
         # One preallocated buffer: a fresh 1 MiB bytes per recv would cost an mmap each time.
         rbuf = bytearray(RECV_BYTES)
-        rview = memoryview(rbuf)
-        done: list[Client] = []
-        while readers or paced or done:
-            if not readers and not paced:
-                # Everyone's newline count is in: now (off the clock) rule out notices.
-                readers = {c.index for c in done if not self._complete(c)}
-                done = []
-                if not readers:
-                    break
+        last_poll_ns = 0
+        while self._still_waiting(window):
             now = time.monotonic_ns()
-            # Nothing read for idle_ns with nothing left to send: the server is stuck.
-            if now > deadline or (not paced and now - last_read_ns > idle_ns):
+            if window.out_of_time(now, idle_ns):
                 break
-            wait_ns = min(deadline - now, idle_ns)
-            if paced:
-                lag_ns, wait_ns = self._send_due(paced, now)
-                max_lag_ns = max(max_lag_ns, lag_ns)
+            wait_ns = min(window.deadline_ns - now, idle_ns)
+            if window.paced:
+                wait_ns = self._send_due(window, now)
             if interval_ns and now - last_poll_ns < interval_ns:
                 time.sleep((interval_ns - (now - last_poll_ns)) / 1e9)
             last_poll_ns = time.monotonic_ns()
-            for fd, mask in poll(max(wait_ns, 0) / 1e9):
+            self._read_ready(window, poll(max(wait_ns, 0) / 1e9), rbuf)
+        return window.report()
+
+    def _still_waiting(self, window: DriveState) -> bool:
+        """Whether the loop goes on: someone is short of lines, or a paced sender has more."""
+        if window.readers or window.paced:
+            return True
+        if not window.done:
+            return False
+        # Everyone's newline count is in: now (off the clock) rule out notices.
+        window.readers = {c.index for c in window.done if not self._complete(c)}
+        window.done = []
+        return bool(window.readers)
+
+    def _read_ready(
+        self, window: DriveState, events: list[tuple[int, int]], rbuf: bytearray
+    ) -> None:
+        """Flush the writable, read the readable: stamp and keep each chunk, count its newlines.
+
+        The per-read path of the whole benchmark: everything it uses is a local.
+        """
+        clients, flush = self.poller.clients, self.poller.flush
+        readers, done = window.readers, window.done
+        monotonic_ns = time.monotonic_ns
+        last_read_ns = window.last_read_ns
+        with memoryview(rbuf) as rview:
+            for fd, mask in events:
                 client = clients[fd]
                 if mask & WRITE:
-                    self._flush(client)
+                    flush(client)
                 if not mask & READABLE:
                     continue
                 try:
@@ -421,7 +267,7 @@ class Swarm:
                 except OSError:
                     size = 0
                 if size:
-                    stamp = last_read_ns = time.monotonic_ns()
+                    stamp = last_read_ns = monotonic_ns()
                     data = rview[:size].tobytes()
                     client.chunks.append((stamp, data))
                     if client.pending > 0:
@@ -429,15 +275,11 @@ class Swarm:
                         if client.pending <= 0 and client.index in readers:
                             readers.discard(client.index)
                             done.append(client)
-                            last_line_ns, last_line_cpu = stamp, time.process_time()
+                            window.last_line_ns, window.last_line_cpu_s = stamp, time.process_time()
                 else:
-                    self._close(client)
+                    self.poller.close_client(client)
                     readers.discard(client.index)
-        timed_out = bool(readers or paced or done)
-        # The window ends with the last expected line, not with the checks that follow it.
-        end_ns = time.monotonic_ns() if timed_out else last_line_ns
-        cpu_s = (time.process_time() if timed_out else last_line_cpu) - cpu0
-        return DriveReport((end_ns - t0) / 1e9, cpu_s, timed_out, max_lag_ns / 1e6)
+        window.last_read_ns = last_read_ns
 
     def _expect(self, plans: list[SenderPlan]) -> set[int]:
         """Add this window's lines to every reader's expected count; returns the readers."""
@@ -454,87 +296,36 @@ class Swarm:
 
     def _complete(self, client: Client) -> bool:
         """Newline count reached: subtract notices and errors, which are not chat lines."""
-        data = b"".join(chunk for _, chunk in client.chunks)
-        other = sum(map(data.count, SERVER_LINE_STARTS)) + data.startswith(SERVER_LINE_PREFIXES)
-        expected = self._expected_for(client.index)
-        client.pending = expected - (data.count(b"\n") - other)
+        client.pending = self._expected_for(client.index) - client.chat_lines_read()
         return client.pending <= 0
 
     def _expected_for(self, index: int) -> int:
         return sum(n for sender, n in self.sent.items() if sender != index)
 
-    def _start_senders(self, plans: list[SenderPlan], t0: int) -> list[list]:
-        """Queue every burst now; return the paced senders' schedules [due_ns, step_ns, plan, k]."""
+    def _start_senders(self, plans: list[SenderPlan], t0: int) -> list[PacedSender]:
+        """Queue every burst now; return the paced senders, each due from its start offset."""
         paced = []
         for plan in plans:
             first = self.sent.get(plan.index, 0)
             self.sent[plan.index] = first + plan.count
-            client = self.clients[plan.index]
             if plan.rate_per_s <= 0:
-                stamp = time.monotonic_ns()
-                lines = [
-                    encode_line(probe_text(first + k, stamp, plan.size)) for k in range(plan.count)
-                ]
-                self._queue(client, b"".join(lines))
+                self._queue(self.clients[plan.index], burst(plan, first))
             elif plan.count > 0:
-                step_ns = int(1e9 / plan.rate_per_s)
-                due = t0 + int(plan.start_offset_s * 1e9)
-                paced.append([due, step_ns, plan, first, first + plan.count])
+                paced.append(PacedSender(plan, first, t0))
         return paced
 
-    def _send_due(self, paced: list[list], now: int) -> tuple[int, int]:
-        """Send every paced probe that is due, stamped now; returns (max lag, wait) in ns."""
-        lag = 0
-        for entry in paced:
-            due, step_ns, plan, seq, end = entry
-            if due > now:
-                continue
-            lag = max(lag, now - due)
-            lines = []
-            while due <= now and seq < end:
-                lines.append(encode_line(probe_text(seq, now, plan.size)))
-                due += step_ns
-                seq += 1
-            entry[0], entry[3] = due, seq
-            self._queue(self.clients[plan.index], b"".join(lines))
-        paced[:] = [entry for entry in paced if entry[3] < entry[4]]
-        wait = min((entry[0] for entry in paced), default=now + 500_000_000) - now
-        return lag, wait
+    def _send_due(self, window: DriveState, now: int) -> int:
+        """Send every paced probe that is due, stamped now; returns the wait (ns) to the next."""
+        for sender in window.paced:
+            if sender.due_ns <= now:
+                window.max_lag_ns = max(window.max_lag_ns, now - sender.due_ns)
+                self._queue(self.clients[sender.plan.index], sender.lines_due(now))
+        window.paced[:] = [sender for sender in window.paced if not sender.finished]
+        return next_due_wait_ns(window.paced, now)
 
     def _queue(self, client: Client, data: bytes) -> None:
         client.wbuf += data
-        self._flush(client)
-
-    def _flush(self, client: Client) -> None:
-        buf = client.wbuf
-        with memoryview(buf) as view:
-            while client.woff < len(buf):
-                try:
-                    sent = client.sock.send(view[client.woff : client.woff + SEND_BYTES])
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    client.woff = len(buf)
-                    break
-                client.woff += sent
-        if client.woff >= len(buf):
-            buf.clear()
-            client.woff = 0
-            wanted = client.events & ~WRITE
-        else:
-            wanted = client.events | WRITE
-        if wanted != client.events and client.state != "closed":
-            client.events = wanted
-            self._apply_events(client)
-
-    def _apply_events(self, client: Client) -> None:
-        registered = client.sock.fileno() in self.poller.clients
-        if client.events and registered:
-            self.poller.modify(client, client.events)
-        elif client.events:
-            self.poller.register(client, client.events)
-        elif registered:
-            self.poller.unregister(client)
+        self.poller.flush(client)
 
     # --- after the window ----------------------------------------------------------------------
 
@@ -551,75 +342,11 @@ class Swarm:
         if indices is None:
             indices = (c.index for c in self.clients if c.index not in self.stalled)
         for index in indices:
-            self._verify_reader(self.clients[index], names, verdict, timed)
+            verify_reader(self.clients[index], names, verdict, timed)
         return verdict
-
-    def _verify_reader(
-        self, client: Client, names: dict, verdict: Verdict, timed: set[str] | None = None
-    ) -> None:
-        decoder = LineDecoder(max_line_bytes=RECV_BYTES)
-        seqs: dict[str, list[int]] = {n: [] for n, (i, _) in names.items() if i != client.index}
-        latencies = verdict.latencies_ns
-        senders: dict[bytes, str | None] = {}
-        for stamp, chunk in client.chunks:
-            for raw in decoder.feed(chunk):
-                if raw is LINE_TOO_LONG:
-                    verdict.unexpected += 1
-                    continue
-                head, sep, body = raw.partition(b": ")
-                name = senders.get(head, False) if sep else None
-                if name is False:
-                    name = senders[head] = _chat_sender(raw)
-                elif name is None and not sep:
-                    name = _chat_sender(raw)
-                if name is None:
-                    continue
-                probe = parse_probe(body.decode("utf-8", "replace"))
-                if probe is None or name not in seqs:
-                    verdict.unexpected += 1
-                    continue
-                seqs[name].append(probe[0])
-                if timed is None or name in timed:
-                    latencies.append(stamp - probe[1])
-        for name, got in seqs.items():
-            _check_sequence(got, names[name][1], verdict)
 
     def close(self) -> None:
         """Close every client socket."""
         for client in self.clients:
-            self._close(client)
+            self.poller.close_client(client)
         self.poller.close()
-
-
-def _chat_sender(raw: bytes) -> str | None:
-    """The sender of a chat line (chat.protocol decides), None for notices, errors, privates.
-
-    What parse_server_line says depends only on the part before the first ": ", so the caller
-    caches the answer per distinct prefix instead of parsing every one of millions of lines.
-    """
-    line = parse_server_line(raw.decode("utf-8", "replace"))
-    return line.name if line.kind == "chat" else None
-
-
-def _check_sequence(got: list[int], count: int, verdict: Verdict) -> None:
-    """One reader's view of one sender, who sent seqs 0..count-1 in this order."""
-    verdict.expected += count
-    if got == list(range(count)):
-        verdict.delivered += count
-        return
-    unique = set(got)
-    valid = len(unique & set(range(count)))
-    verdict.delivered += valid
-    verdict.lost += count - valid
-    verdict.duplicates += len(got) - len(unique)
-    verdict.unexpected += len(unique) - valid
-    verdict.out_of_order += sum(1 for a, b in itertools.pairwise(got) if b < a)
-
-
-def percentile_ms(values_ns: list[int], q: float) -> float:
-    """The q-th percentile (0..100) of nanosecond samples, in milliseconds; nan when empty."""
-    if not values_ns:
-        return float("nan")
-    ordered = sorted(values_ns)
-    rank = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[rank] / 1e6

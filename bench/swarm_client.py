@@ -1,0 +1,193 @@
+"""One simulated client of the swarm, and the epoll registry that maps sockets back to clients.
+
+A `Client` is a non-blocking socket with what it has read and what it must still send; it frames
+its own join (the server's greeting, through chat.protocol) and tells its chat lines from
+notices. The `Poller` keeps epoll in step with what each client wants to do (read, write).
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import socket
+
+from chat.protocol import (
+    DELIMITER,
+    ENCODING,
+    ERROR_PREFIX,
+    LINE_TOO_LONG,
+    NOTICE_PREFIX,
+    Accepted,
+    ClientHandshake,
+    LineDecoder,
+    encode_line,
+)
+
+RECV_BYTES = 1 << 20
+JOIN_RECV_BYTES = 1 << 16  # below malloc's mmap threshold: joining does many small reads
+SEND_BYTES = 1 << 18
+READ = select.EPOLLIN
+WRITE = select.EPOLLOUT
+# Errors and hang-ups are reported as readable: the recv that follows sees them.
+READABLE = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
+# How notices and errors start, at the start of a read and after a newline: not chat lines.
+SERVER_LINE_PREFIXES = (NOTICE_PREFIX.encode(ENCODING), ERROR_PREFIX.encode(ENCODING))
+SERVER_LINE_STARTS = tuple(DELIMITER + prefix for prefix in SERVER_LINE_PREFIXES)
+
+
+class SwarmError(RuntimeError):
+    """The server refused or dropped the swarm's clients while they were joining."""
+
+
+class Client:
+    """One simulated chat client: a non-blocking socket plus what it has read and must send."""
+
+    __slots__ = (
+        "index",
+        "name",
+        "sock",
+        "state",
+        "joining",
+        "chunks",
+        "pending",
+        "wbuf",
+        "woff",
+        "events",
+    )
+
+    def __init__(self, index: int, name: str, sock: socket.socket) -> None:
+        self.index = index
+        self.name = name
+        self.sock = sock
+        self.state = "connecting"
+        # While joining: the framing and the client handshake of the server's first lines.
+        self.joining: tuple[LineDecoder, ClientHandshake] | None = None
+        self.chunks: list[tuple[int, bytes]] = []
+        self.pending = 0
+        self.wbuf = bytearray()
+        self.woff = 0
+        self.events = WRITE
+
+    def send_name(self) -> None:
+        """Connected: check the connect worked, send the name, start reading the greeting."""
+        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise SwarmError(f"{self.name}: connect failed: {errno.errorcode.get(err, err)}")
+        self.sock.send(encode_line(self.name))
+        self.state = "joining"
+        self.joining = (LineDecoder(max_line_bytes=RECV_BYTES), ClientHandshake())
+        self.events = READ
+
+    def greeting_received(self, data: bytes) -> bool:
+        """Feed the server's first lines to the handshake; True once the client is welcomed."""
+        if not data:
+            raise SwarmError(f"{self.name}: closed while joining: {bytes(self.wbuf)!r}")
+        self.wbuf += data  # nothing to send yet, so the write buffer holds the greeting
+        assert self.joining is not None
+        decoder, handshake = self.joining
+        for raw in decoder.feed(data):
+            if raw is LINE_TOO_LONG:
+                continue
+            outcome = handshake.line_received(raw.decode(ENCODING, "replace"))
+            if isinstance(outcome, Accepted):
+                # What followed the welcome in this read (join notices) is not kept, as settle()
+                # would discard it anyway.
+                self.state = "joined"
+                self.joining = None
+                self.wbuf.clear()
+                return True
+            if outcome is not None:
+                raise SwarmError(f"{self.name}: refused: {bytes(self.wbuf)!r}")
+        return False
+
+    def chat_lines_read(self) -> int:
+        """Lines read this window that are chat lines: every newline but notices' and errors'."""
+        data = b"".join(chunk for _, chunk in self.chunks)
+        other = sum(map(data.count, SERVER_LINE_STARTS)) + data.startswith(SERVER_LINE_PREFIXES)
+        return data.count(b"\n") - other
+
+
+class Poller:
+    """`select.epoll` keyed by client: what `selectors` does, minus its per-event bookkeeping.
+
+    The swarm's loop pays this cost once per read, and a read can carry a single line. Each
+    client's `events` says what it wants; `apply` makes epoll agree.
+    """
+
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+        self.clients: dict[int, Client] = {}
+
+    def register(self, client: Client, events: int) -> None:
+        fd = client.sock.fileno()
+        self.epoll.register(fd, events)
+        self.clients[fd] = client
+
+    def modify(self, client: Client, events: int) -> None:
+        self.epoll.modify(client.sock.fileno(), events)
+
+    def unregister(self, client: Client) -> None:
+        fd = client.sock.fileno()
+        self.epoll.unregister(fd)
+        del self.clients[fd]
+
+    def select(self, timeout_s: float) -> list[tuple[Client, int]]:
+        clients = self.clients
+        return [(clients[fd], mask) for fd, mask in self.epoll.poll(timeout_s)]
+
+    def apply(self, client: Client) -> None:
+        """Register, modify or unregister the client so epoll watches what `client.events` says."""
+        registered = client.sock.fileno() in self.clients
+        if client.events and registered:
+            self.modify(client, client.events)
+        elif client.events:
+            self.register(client, client.events)
+        elif registered:
+            self.unregister(client)
+
+    def flush(self, client: Client) -> None:
+        """Send what the client's write buffer holds; watch for writability while some is left."""
+        buf = client.wbuf
+        with memoryview(buf) as view:
+            while client.woff < len(buf):
+                try:
+                    sent = client.sock.send(view[client.woff : client.woff + SEND_BYTES])
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    client.woff = len(buf)
+                    break
+                client.woff += sent
+        if client.woff >= len(buf):
+            buf.clear()
+            client.woff = 0
+            wanted = client.events & ~WRITE
+        else:
+            wanted = client.events | WRITE
+        if wanted != client.events and client.state != "closed":
+            client.events = wanted
+            self.apply(client)
+
+    def recv_or_close(self, client: Client) -> bytes | None:
+        """What one recv gives: None when nothing is there yet, b"" (and closed) at EOF."""
+        try:
+            data = client.sock.recv(JOIN_RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            data = b""
+        if not data:
+            self.close_client(client)
+        return data
+
+    def close_client(self, client: Client) -> None:
+        """Stop watching the client and close its socket (once)."""
+        if client.state != "closed":
+            if client.events:
+                self.unregister(client)
+                client.events = 0
+            client.sock.close()
+            client.state = "closed"
+
+    def close(self) -> None:
+        self.epoll.close()
