@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Final
 
 from chat import protocol
 from chat.delivery import Outbox
-from chat.flood import COMMAND_COST_BYTES, LINE_IN_COST_BYTES, FloodBudget, delivery_cost
+from chat.flood import (
+    COMMAND_COST_BYTES,
+    LINE_COST_BYTES,
+    LINE_IN_COST_BYTES,
+    FloodBudget,
+    delivery_cost,
+)
 from chat.protocol import Command, Leave, LineTooLong, Message, Refused
 
 if TYPE_CHECKING:
@@ -172,10 +178,12 @@ class Session:
         """Act on a read's worth of lines; runs of messages go out as one batch, cut short when
         the sender runs out of flood budget (it then waits). False: leave, or server stopping."""
         batch: list[str] = []
-        batch_cost = 0
-        delivery = self.server.delivery
-        fanout = len(self.server.registry) - 1
-        name_bytes = len(self.name or "") + len(": ")  # each chat line's prefix
+        fanout = max(1, len(self.server.registry) - 1)
+        # Per line only arithmetic: what a chat line costs beyond its text, and what may still be
+        # spent before the budget (or the writers' lag) says wait; both are looked up again only
+        # after a wait.
+        line_cost = fanout * (len(self.name or "") + len(": ") + LINE_COST_BYTES)
+        allowance = self._allowance()
         for line in lines:
             text = self._decode(line)
             if text is None:
@@ -183,17 +191,18 @@ class Session:
             parsed = protocol.parse_client_line(text)
             if isinstance(parsed, Message):
                 batch.append(parsed.text)
-                batch_cost += delivery_cost(name_bytes + len(text), fanout)
-                if self._over_budget(batch_cost) or delivery.congested():
+                allowance -= line_cost + fanout * len(parsed.text)
+                if allowance < 0:
                     self._broadcast(batch)
-                    batch, batch_cost = [], 0
+                    batch = []
                     if not self._pay():
                         return False
+                    allowance = self._allowance()
                 continue
             if parsed is None:
                 continue
             self._broadcast(batch)
-            batch, batch_cost = [], 0
+            batch = []
             if isinstance(parsed, Leave):
                 self.notice("bye", name=self.name)
                 return False
@@ -201,10 +210,18 @@ class Session:
                 self.error("bad_text")
             else:
                 self._command(parsed)
-            if (self._over_budget(0) or delivery.congested()) and not self._pay():
+            allowance = self._allowance()
+            if allowance < 0 and not self._pay():
                 return False
         self._broadcast(batch)
         return True
+
+    def _allowance(self) -> float:
+        """What this client may still cause before it must wait: its budget left, less what it
+        caused and has not paid for; nothing while the server's writers lag."""
+        if self.server.delivery.congested():
+            return -1.0
+        return self.budget.available(time.monotonic()) - self.cost
 
     def _decode(self, line: bytes | LineTooLong) -> str | None:
         if isinstance(line, LineTooLong):
@@ -230,10 +247,6 @@ class Session:
         self.cost += delivery_cost(sum(map(len, lines)), recipients, len(lines))
 
     # --- flood budget --------------------------------------------------------------------------
-
-    def _over_budget(self, upcoming: int) -> bool:
-        """Would what it already caused, plus `upcoming`, put it over its flood budget?"""
-        return self.budget.available(time.monotonic()) < self.cost + upcoming
 
     def _pay(self) -> bool:
         """Charge what the client's lines made the server send; over budget, or while the
