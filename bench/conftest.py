@@ -312,17 +312,6 @@ def chat_server(server_kind: str) -> Iterator[Callable[..., ServerProcess]]:
 
 
 @pytest.fixture
-def new_swarm(chat_server) -> Iterator[Callable[[ServerProcess], Swarm]]:
-    """Make swarms of a server; all closed before the servers are stopped."""
-    made: list[Swarm] = []
-
-    def make(server: ServerProcess) -> Swarm:
-        swarm = Swarm(server.address)
-        made.append(swarm)
-        return swarm
-
-    try:
-        yield make
-    finally:
-        for swarm in made:
-            swarm.close()
+def new_swarm(chat_server, swarms) -> Callable[..., Swarm]:
+    """Make swarms of a server; set up after the servers, so all are closed before they stop."""
+    return swarms
