@@ -67,31 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     server = start_server(args.server_arg, Path(f"{prefix}_server.log"))
     try:
         print(f"chat server pid {server.pid} on {server.host}:{server.port}", flush=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            str(CHAT_USER),
-            "--headless",
-            "--host",
-            f"{server.host}:{server.port}",
-            "-u",
-            str(args.users),
-            "-r",
-            str(args.spawn_rate),
-            "-t",
-            args.run_time,
-            "--csv",
-            str(prefix),
-            "--html",
-            f"{prefix}.html",
-            "--chat-summary",
-            str(summary_path),
-            "--only-summary",
-            *(_processes_args(args.processes) if args.processes else []),
-            *locust_extra,
-        ]
+        cmd = locust_command(args, f"{server.host}:{server.port}", prefix, summary_path)
+        cmd += locust_extra
         print("$ " + shlex.join(["python", *cmd[1:]]), flush=True)
         server.watch()
         locust_status = run_locust(cmd, locust_timeout_s)
@@ -108,6 +85,36 @@ def main(argv: list[str] | None = None) -> int:
     reasons = failure_reasons(locust_status, summary)
     print(f"\nRESULT: {'FAIL: ' + '; '.join(reasons) if reasons else 'PASS'}")
     return 1 if reasons else 0
+
+
+def locust_command(
+    args: argparse.Namespace, host: str, prefix: Path, summary_path: Path
+) -> list[str]:
+    """Headless Locust on our locustfile: its CSV and HTML under `prefix`, our summary JSON."""
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(CHAT_USER),
+        "--headless",
+        "--host",
+        host,
+        "-u",
+        str(args.users),
+        "-r",
+        str(args.spawn_rate),
+        "-t",
+        args.run_time,
+        "--csv",
+        str(prefix),
+        "--html",
+        f"{prefix}.html",
+        "--chat-summary",
+        str(summary_path),
+        "--only-summary",
+        *(_processes_args(args.processes) if args.processes else []),
+    ]
 
 
 def failure_reasons(locust_status: int, summary: dict | None) -> list[str]:
