@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,8 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     server = start_server(args.server_arg, Path(f"{prefix}_server.log"))
     try:
         print(f"chat server pid {server.pid} on {server.host}:{server.port}", flush=True)
-        cmd = locust_command(args, f"{server.host}:{server.port}", prefix, summary_path)
-        cmd += locust_extra
+        processes = _processes_args(args.processes) if args.processes else []
+        cmd = locust_command(
+            f"{server.host}:{server.port}",
+            args.users,
+            args.spawn_rate,
+            args.run_time,
+            prefix,
+            summary_path,
+            extra=[*processes, *locust_extra],
+        )
         print("$ " + shlex.join(["python", *cmd[1:]]), flush=True)
         server.watch()
         locust_status = run_locust(cmd, locust_timeout_s)
@@ -88,9 +96,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def locust_command(
-    args: argparse.Namespace, host: str, prefix: Path, summary_path: Path
+    host: str | None,
+    users: int,
+    spawn_rate: float,
+    run_time: str,
+    prefix: Path,
+    summary_path: Path,
+    *,
+    html: bool = True,
+    extra: Sequence[str] = (),
 ) -> list[str]:
-    """Headless Locust on our locustfile: its CSV and HTML under `prefix`, our summary JSON."""
+    """Headless Locust on our locustfile: its CSV (and HTML) under `prefix`, our summary JSON.
+    The tests run Locust with this same command."""
     return [
         sys.executable,
         "-m",
@@ -98,22 +115,20 @@ def locust_command(
         "-f",
         str(CHAT_USER),
         "--headless",
-        "--host",
-        host,
+        *([] if host is None else ["--host", host]),
         "-u",
-        str(args.users),
+        str(users),
         "-r",
-        str(args.spawn_rate),
+        str(spawn_rate),
         "-t",
-        args.run_time,
+        run_time,
         "--csv",
         str(prefix),
-        "--html",
-        f"{prefix}.html",
+        *(["--html", f"{prefix}.html"] if html else []),
         "--chat-summary",
         str(summary_path),
         "--only-summary",
-        *(_processes_args(args.processes) if args.processes else []),
+        *extra,
     ]
 
 

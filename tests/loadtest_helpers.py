@@ -12,16 +12,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from harness import ServerProcess
+from loadtest import run
 
 ROOT = Path(__file__).resolve().parent.parent
-CHAT_USER = ROOT / "loadtest" / "chat_user.py"
+CHAT_USER = run.CHAT_USER
 LOCUST_TIMEOUT_S = 60.0
 WAIT_S = 20.0
 
@@ -62,28 +62,18 @@ def run_locust(
 def locust_command(
     tmp_path: Path, host: str | None, extra: tuple[str, ...], users: int, run_time: str
 ) -> list[str]:
-    """`locust --headless` with our locustfile, its CSV and chat summary in `tmp_path`."""
-    return [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(CHAT_USER),
-        "--headless",
-        *([] if host is None else ["--host", host]),
-        "-u",
-        str(users),
-        "-r",
-        str(users),
-        "-t",
+    """`locust --headless` with our locustfile, its CSV and chat summary in `tmp_path`: the
+    command `make loadtest` runs, without the HTML report."""
+    return run.locust_command(
+        host,
+        users,
+        users,
         run_time,
-        "--csv",
-        str(tmp_path / "locust"),
-        "--chat-summary",
-        str(tmp_path / "summary.json"),
-        "--only-summary",
-        *extra,
-    ]
+        tmp_path / "locust",
+        tmp_path / "summary.json",
+        html=False,
+        extra=extra,
+    )
 
 
 def locust_results(tmp_path: Path) -> tuple[dict[str, dict[str, str]], dict]:
