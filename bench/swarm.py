@@ -22,10 +22,10 @@ import termios
 import time
 from collections.abc import Iterable
 
+from bench.swarm_arena import ReceiveArena
 from bench.swarm_client import (
     READ,
     READABLE,
-    RECV_BYTES,
     WRITE,
     Client,
     Poller,
@@ -67,6 +67,7 @@ class Swarm:
         self.poller = Poller()
         self.sent: dict[int, int] = {}
         self.stalled: set[int] = set()
+        self.arena = ReceiveArena()
 
     # --- joining -------------------------------------------------------------------------------
 
@@ -148,6 +149,7 @@ class Swarm:
         for client in self.clients:
             client.chunks.clear()
             client.pending = 0
+        self.arena.reset()
         self.sent = {}
         for index in stalled:
             client = self.clients[index]
@@ -178,6 +180,11 @@ class Swarm:
             client.events |= READ
             self.poller.apply(client)
 
+    def reserve(self, plans: list[SenderPlan]) -> None:
+        """Touch the pages the next window's reads will land on now, before any clock starts."""
+        readers = [c for c in self.clients if c.index not in self.stalled and c.state != "closed"]
+        self.arena.reserve(expected_bytes(plans, readers))
+
     def drive(
         self,
         plans: list[SenderPlan],
@@ -191,6 +198,7 @@ class Swarm:
         one line per send would otherwise have the swarm spend a recv on every single line.
         Nothing read for `idle_timeout_s` with nothing left to send also ends it, timed out.
         """
+        self.reserve(plans)
         readers = self._expect(plans)
         # A collection pass over millions of kept chunks would stall the loop for milliseconds.
         gc_was_enabled = gc.isenabled()
@@ -215,8 +223,6 @@ class Swarm:
         paced = self._start_senders(plans, t0)
         window = DriveState(readers, paced, t0, cpu0, deadline_ns=t0 + int(timeout_s * 1e9))
         poll = self.poller.epoll.poll
-        # One preallocated buffer: a fresh 1 MiB bytes per recv would cost an mmap each time.
-        rbuf = bytearray(RECV_BYTES)
         last_poll_ns = 0
         while self._still_waiting(window):
             now = time.monotonic_ns()
@@ -228,7 +234,7 @@ class Swarm:
             if interval_ns and now - last_poll_ns < interval_ns:
                 time.sleep((interval_ns - (now - last_poll_ns)) / 1e9)
             last_poll_ns = time.monotonic_ns()
-            self._read_ready(window, poll(max(wait_ns, 0) / 1e9), rbuf)
+            self._read_ready(window, poll(max(wait_ns, 0) / 1e9))
         return window.report()
 
     def _still_waiting(self, window: DriveState) -> bool:
@@ -242,43 +248,42 @@ class Swarm:
         window.done = []
         return bool(window.readers)
 
-    def _read_ready(
-        self, window: DriveState, events: list[tuple[int, int]], rbuf: bytearray
-    ) -> None:
+    def _read_ready(self, window: DriveState, events: list[tuple[int, int]]) -> None:
         """Flush the writable, read the readable: stamp and keep each chunk, count its newlines.
 
-        The per-read path of the whole benchmark: everything it uses is a local.
+        The per-read path of the whole benchmark: everything it uses is a local. Reads land in
+        the arena's reserved blocks, so no read allocates or touches a fresh page.
         """
         clients, flush = self.poller.clients, self.poller.flush
         readers, done = window.readers, window.done
         monotonic_ns = time.monotonic_ns
+        arena = self.arena
         last_read_ns = window.last_read_ns
-        with memoryview(rbuf) as rview:
-            for fd, mask in events:
-                client = clients[fd]
-                if mask & WRITE:
-                    flush(client)
-                if not mask & READABLE:
-                    continue
-                try:
-                    size = client.sock.recv_into(rbuf)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError:
-                    size = 0
-                if size:
-                    stamp = last_read_ns = monotonic_ns()
-                    data = rview[:size].tobytes()
-                    client.chunks.append((stamp, data))
-                    if client.pending > 0:
-                        client.pending -= data.count(b"\n")
-                        if client.pending <= 0 and client.index in readers:
-                            readers.discard(client.index)
-                            done.append(client)
-                            window.last_line_ns, window.last_line_cpu_s = stamp, time.process_time()
-                else:
-                    self.poller.close_client(client)
-                    readers.discard(client.index)
+        for fd, mask in events:
+            client = clients[fd]
+            if mask & WRITE:
+                flush(client)
+            if not mask & READABLE:
+                continue
+            room = arena.room()
+            try:
+                size = client.sock.recv_into(room)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                size = 0
+            if size:
+                stamp = last_read_ns = monotonic_ns()
+                client.chunks.append((stamp, arena.take(room, size)))
+                if client.pending > 0:
+                    client.pending -= arena.newlines(size)
+                    if client.pending <= 0 and client.index in readers:
+                        readers.discard(client.index)
+                        done.append(client)
+                        window.last_line_ns, window.last_line_cpu_s = stamp, time.process_time()
+            else:
+                self.poller.close_client(client)
+                readers.discard(client.index)
         window.last_read_ns = last_read_ns
 
     def _expect(self, plans: list[SenderPlan]) -> set[int]:
@@ -349,4 +354,20 @@ class Swarm:
         """Close every client socket."""
         for client in self.clients:
             self.poller.close_client(client)
+            client.chunks.clear()
         self.poller.close()
+        self.arena.release()
+
+
+# What a probe line adds to its text: the sender's name (a few characters), ": " and "\n".
+LINE_OVERHEAD_BYTES = 32
+# A probe's text is at least its header: "#SEQ SENT_NS INTENDED_NS".
+PROBE_HEADER_BYTES = 48
+
+
+def expected_bytes(plans: list[SenderPlan], readers: list[Client]) -> int:
+    """About what `readers` will receive of `plans` (a little more rather than less)."""
+    line = LINE_OVERHEAD_BYTES
+    size = {p.index: p.count * (max(p.size, PROBE_HEADER_BYTES) + line) for p in plans}
+    total = sum(size.values())
+    return sum(total - size.get(reader.index, 0) for reader in readers)

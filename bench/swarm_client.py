@@ -62,7 +62,7 @@ class Client:
         self.state = "connecting"
         # While joining: the framing and the client handshake of the server's first lines.
         self.joining: tuple[LineDecoder, ClientHandshake] | None = None
-        self.chunks: list[tuple[int, bytes]] = []
+        self.chunks: list[tuple[int, memoryview]] = []  # (received ns, bytes in the arena)
         self.pending = 0
         self.wbuf = bytearray()
         self.woff = 0

@@ -56,7 +56,7 @@ def verify_reader(
     latencies = verdict.latencies_ns
     senders: dict[bytes, str | None] = {}
     for stamp, chunk in client.chunks:
-        for raw in decoder.feed(chunk):
+        for raw in decoder.feed(chunk.tobytes()):
             if raw is LINE_TOO_LONG:
                 verdict.unexpected += 1
                 continue
