@@ -31,7 +31,7 @@ from bench.swarm_client import (
     Poller,
     SwarmError,
 )
-from bench.swarm_send import PacedSender, SenderPlan, burst, next_due_wait_ns
+from bench.swarm_send import PacedSender, SenderPlan, Watch, burst, next_due_wait_ns
 from bench.swarm_verify import Verdict, percentile_ms, verify_reader
 from bench.swarm_window import DRIVER_SATURATED_FRACTION, ConnectReport, DriveReport, DriveState
 from chat.cli import raise_open_files_limit
@@ -316,13 +316,22 @@ class Swarm:
             if plan.rate_per_s <= 0:
                 self._queue(self.clients[plan.index], burst(plan, first))
             elif plan.count > 0:
-                paced.append(PacedSender(plan, first, t0))
+                paced.append(PacedSender(plan, first, t0, self._watch(plan)))
         return paced
 
+    def _watch(self, plan: SenderPlan) -> Watch | None:
+        """For a plan with `max_in_flight`: the next client, whose lines tell what arrived.
+
+        It counts every line that client reads, so such a plan is meant to be the only sender.
+        """
+        if plan.max_in_flight <= 0:
+            return None
+        return Watch(self.clients[(plan.index + 1) % len(self.clients)])
+
     def _send_due(self, window: DriveState, now: int) -> int:
-        """Send every paced probe that is due, stamped now; returns the wait (ns) to the next."""
+        """Send every paced probe that is due (unless its sender waits); returns the wait (ns)."""
         for sender in window.paced:
-            if sender.due_ns <= now:
+            if sender.due_ns <= now and not sender.waiting:
                 window.max_lag_ns = max(window.max_lag_ns, now - sender.due_ns)
                 self._queue(self.clients[sender.plan.index], sender.lines_due(now))
         window.paced[:] = [sender for sender in window.paced if not sender.finished]
