@@ -1,4 +1,4 @@
-"""The four PNG plots of the benchmark report: latency, throughput, rate sweep and capacity.
+"""The PNG plots of the benchmark report: latency, throughput, rate sweep, capacity, over time.
 
 Each plot draws the servers side by side against client count (or offered rate), marks a target
 at the one point where it applies, and carries the note that each point is one run.
@@ -113,6 +113,34 @@ def capacity_plot(rows: Rows, out: Path) -> Path:
     return save(fig, out / "capacity.png")
 
 
+# (case, match, title): the long cases whose latency per second the over-time plot shows.
+OVER_TIME_PANELS = (
+    ("server-stall", {}, "Server stopped 200 ms once (paced, 100 msg/s)"),
+    ("sweep", {"offered_msgs_per_s": 8000}, "Rate sweep at 8,000 msg/s"),
+    ("paced", {"clients": 500}, "Paced latency, 500 clients"),
+)
+
+
+def over_time_plot(rows: Rows, out: Path) -> Path:
+    """Corrected p50, p99 and max per one-second interval, per server, for the long cases."""
+    fig, axes = plt.subplots(1, len(OVER_TIME_PANELS), figsize=(16, 4.8))
+    for ax, (case, match, title) in zip(axes, OVER_TIME_PANELS, strict=True):
+        data = [r for r in by_case(rows, case, **match) if r.get("over_time")]
+        for row in data:
+            series = row["over_time"]
+            color = COLORS.get(row["server"], "black")
+            for key, style in (("max", ":"), ("p99", "-"), ("p50", "--")):
+                points = [(p["t_s"] + 0.5, p[key]) for p in series if p.get(key)]
+                if points:
+                    xs, ys = zip(*points, strict=True)
+                    ax.plot(xs, ys, style, marker=".", color=color, label=f"{row['server']} {key}")
+        ax.set(yscale="log", xlabel="seconds into the window", ylabel="latency (ms), corrected")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        legend(ax)
+    return save(fig, out / "over_time.png", wide=True)
+
+
 def target_marker(ax, x: float, y: float, label: str | None) -> None:
     """A target applies at one point: a marker there, not a line across every x."""
     ax.plot([x], [y], marker="*", markersize=14, color="black", ls="none", label=label, zorder=5)
@@ -126,12 +154,13 @@ def legend(ax, **options) -> None:
 
 
 def write_plots(rows: Rows, out: Path) -> list[Path]:
-    """The four PNG plots, written into `out`."""
+    """The five PNG plots, written into `out`."""
     return [
         latency_plot(rows, out),
         throughput_plot(rows, out),
         sweep_plot(rows, out),
         capacity_plot(rows, out),
+        over_time_plot(rows, out),
     ]
 
 

@@ -231,11 +231,11 @@ def test_targets_on_rows_lists_every_target_once():
     assert report.targets([]) and all(t.status == report.NO_DATA for t in report.targets([]))
 
 
-def test_end_to_end_writes_the_report_and_four_plots(tmp_path, monkeypatch, capsys):
+def test_end_to_end_writes_the_report_and_five_plots(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(report, "write_plots", WRITE_PLOTS)
     assert run(tmp_path, all_met(), "--check") == 0
     plots = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert plots == ["capacity.png", "latency.png", "sweep.png", "throughput.png"]
+    assert plots == ["capacity.png", "latency.png", "over_time.png", "sweep.png", "throughput.png"]
     text = (tmp_path / "REPORT.md").read_text()
     assert all(f"![{Path(name).stem}]({name})" in text for name in plots)
     assert "wrote" in capsys.readouterr().err
