@@ -1,16 +1,21 @@
 """The servers under test and how each is started; harness.process runs and stops them.
 
-Three kinds run side by side: `threaded` (chat.server, its default delivery), `inline`
-(chat.server --delivery inline, the original design) and `asyncio` (bench.asyncio_server).
+Our three kinds run side by side: `threaded` (chat.server, its default delivery), `inline`
+(chat.server --delivery inline, the original design) and `asyncio` (bench.asyncio_server); and
+real peers with the same workload through their own protocol (bench/wire.py): `redis` (Redis
+pub/sub, bench/peers.py). A peer ignores the chat server's options.
 """
 
 from __future__ import annotations
 
 import sys
 
+from bench.peers import start_redis
+from bench.wire import CHAT_WIRE, REDIS_WIRE, ChatWire
 from harness import ServerProcess, chat_server_command, start_process
 
-SERVER_KINDS = ("threaded", "inline", "asyncio")
+SERVER_KINDS = ("threaded", "inline", "asyncio", "redis")
+PEER_KINDS = ("redis",)
 
 
 def server_command(kind: str, *extra: str) -> list[str]:
@@ -26,5 +31,12 @@ def server_command(kind: str, *extra: str) -> list[str]:
 
 
 def start_server(kind: str, *extra: str) -> ServerProcess:
-    """Start a server of `kind` and wait for its `listening on HOST:PORT` line on stderr."""
+    """Start a server of `kind` and wait until it accepts connections."""
+    if kind == "redis":
+        return start_redis()
     return start_process(server_command(kind, *extra), label=kind)
+
+
+def wire_for(kind: str) -> ChatWire:
+    """How the swarm speaks to a server of `kind`."""
+    return REDIS_WIRE if kind == "redis" else CHAT_WIRE

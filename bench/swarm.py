@@ -21,6 +21,7 @@ import struct
 import termios
 import time
 from collections.abc import Iterable
+from functools import partial
 
 from bench.swarm_arena import ReceiveArena
 from bench.swarm_client import (
@@ -34,6 +35,7 @@ from bench.swarm_client import (
 from bench.swarm_send import PacedSender, SenderPlan, Watch, burst, next_due_wait_ns
 from bench.swarm_verify import Verdict, percentile_ms, verify_reader
 from bench.swarm_window import DRIVER_SATURATED_FRACTION, ConnectReport, DriveReport, DriveState
+from bench.wire import CHAT_WIRE, ChatWire
 from chat.cli import raise_open_files_limit
 
 __all__ = [
@@ -59,10 +61,13 @@ IDLE_TIMEOUT_S = 10.0
 class Swarm:
     """Many clients of one server, driven from one epoll loop."""
 
-    def __init__(self, address: tuple[str, int], prefix: str = "c") -> None:
+    def __init__(
+        self, address: tuple[str, int], prefix: str = "c", wire: ChatWire = CHAT_WIRE
+    ) -> None:
         raise_open_files_limit()
         self.address = address
         self.prefix = prefix
+        self.wire = wire
         self.clients: list[Client] = []
         self.poller = Poller()
         self.sent: dict[int, int] = {}
@@ -112,7 +117,7 @@ class Swarm:
         if err not in (0, errno.EINPROGRESS):
             sock.close()
             raise SwarmError(f"connect failed: {errno.errorcode.get(err, err)}")
-        client = Client(index, f"{self.prefix}{index}", sock)
+        client = Client(index, f"{self.prefix}{index}", sock, self.wire)
         self.clients.append(client)
         self.poller.register(client, WRITE)
 
@@ -294,7 +299,7 @@ class Swarm:
         for client in self.clients:
             if client.index in self.stalled or client.state == "closed":
                 continue
-            client.pending += total - own.get(client.index, 0)
+            client.pending += self.wire.expected_newlines(total, own.get(client.index, 0))
             if client.pending > 0:
                 readers.add(client.index)
         return readers
@@ -305,7 +310,8 @@ class Swarm:
         return client.pending <= 0
 
     def _expected_for(self, index: int) -> int:
-        return sum(n for sender, n in self.sent.items() if sender != index)
+        """Newlines owed to a client for everything sent since the window began."""
+        return self.wire.expected_newlines(sum(self.sent.values()), self.sent.get(index, 0))
 
     def _start_senders(self, plans: list[SenderPlan], t0: int) -> list[PacedSender]:
         """Queue every burst now; return the paced senders, each due from its start offset."""
@@ -313,10 +319,12 @@ class Swarm:
         for plan in plans:
             first = self.sent.get(plan.index, 0)
             self.sent[plan.index] = first + plan.count
+            client = self.clients[plan.index]
+            encode = partial(self.wire.message, client.name)
             if plan.rate_per_s <= 0:
-                self._queue(self.clients[plan.index], burst(plan, first))
+                self._queue(client, burst(plan, first, encode))
             elif plan.count > 0:
-                paced.append(PacedSender(plan, first, t0, self._watch(plan)))
+                paced.append(PacedSender(plan, first, t0, self._watch(plan), encode))
         return paced
 
     def _watch(self, plan: SenderPlan) -> Watch | None:
@@ -326,7 +334,8 @@ class Swarm:
         """
         if plan.max_in_flight <= 0:
             return None
-        return Watch(self.clients[(plan.index + 1) % len(self.clients)])
+        watcher = self.clients[(plan.index + 1) % len(self.clients)]
+        return Watch(watcher, self.wire.newlines_per_delivery)
 
     def _send_due(self, window: DriveState, now: int) -> int:
         """Send every paced probe that is due (unless its sender waits); returns the wait (ns)."""

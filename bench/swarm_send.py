@@ -12,6 +12,7 @@ were due.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,20 +36,29 @@ class SenderPlan:
     max_in_flight: int = 0
 
 
-def burst(plan: SenderPlan, first_seq: int) -> bytes:
+# What a sender writes for one chat message's text (the wire's framing of it).
+Encode = Callable[[str], bytes]
+
+
+def burst(plan: SenderPlan, first_seq: int, encode: Encode = encode_line) -> bytes:
     """The plan's probes numbered from `first_seq`, every one stamped now."""
     stamp = time.monotonic_ns()
-    lines = [encode_line(probe_text(first_seq + k, stamp, plan.size)) for k in range(plan.count)]
+    lines = [encode(probe_text(first_seq + k, stamp, plan.size)) for k in range(plan.count)]
     return b"".join(lines)
 
 
 class PacedSender:
     """One paced plan's schedule: the next probe's number and when it is due (ns)."""
 
-    __slots__ = ("plan", "due_ns", "step_ns", "seq", "first_seq", "end_seq", "watch")
+    __slots__ = ("plan", "due_ns", "step_ns", "seq", "first_seq", "end_seq", "watch", "encode")
 
     def __init__(
-        self, plan: SenderPlan, first_seq: int, t0_ns: int, watch: Watch | None = None
+        self,
+        plan: SenderPlan,
+        first_seq: int,
+        t0_ns: int,
+        watch: Watch | None = None,
+        encode: Encode = encode_line,
     ) -> None:
         self.plan = plan
         self.due_ns = t0_ns + int(plan.start_offset_s * 1e9)
@@ -56,6 +66,7 @@ class PacedSender:
         self.seq = self.first_seq = first_seq
         self.end_seq = first_seq + plan.count
         self.watch = watch
+        self.encode = encode
 
     @property
     def finished(self) -> bool:
@@ -72,10 +83,10 @@ class PacedSender:
     def lines_due(self, now_ns: int) -> bytes:
         """Every probe due by `now_ns`, sent `now_ns`, each stamped with when it was due too."""
         due, step_ns, seq, end = self.due_ns, self.step_ns, self.seq, self.end_seq
-        size = self.plan.size
+        size, encode = self.plan.size, self.encode
         lines = []
         while due <= now_ns and seq < end:
-            lines.append(encode_line(probe_text(seq, now_ns, size, intended_ns=due)))
+            lines.append(encode(probe_text(seq, now_ns, size, intended_ns=due)))
             due += step_ns
             seq += 1
         self.due_ns, self.seq = due, seq
@@ -83,16 +94,18 @@ class PacedSender:
 
 
 class Watch:
-    """How many lines a watching reader has seen since the window began (its pending count)."""
+    """How many lines a watching reader has seen since the window began (its pending count,
+    in newlines: `newlines_per_line` of them make one delivered line)."""
 
-    __slots__ = ("reader", "pending_at_start")
+    __slots__ = ("reader", "pending_at_start", "newlines_per_line")
 
-    def __init__(self, reader: Pending) -> None:
+    def __init__(self, reader: Pending, newlines_per_line: int = 1) -> None:
         self.reader = reader
         self.pending_at_start = reader.pending
+        self.newlines_per_line = newlines_per_line
 
     def seen(self) -> int:
-        return self.pending_at_start - max(0, self.reader.pending)
+        return (self.pending_at_start - max(0, self.reader.pending)) // self.newlines_per_line
 
 
 class Pending(Protocol):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from bench.latency import SpreadTracker
 from bench.swarm_client import RECV_BYTES, Client
 from chat.probe import parse_probe_times
-from chat.protocol import LINE_TOO_LONG, LineDecoder, parse_server_line
+from chat.protocol import LINE_TOO_LONG, LineDecoder
 
 
 @dataclass
@@ -56,6 +56,8 @@ def verify_reader(
     Latencies are kept for senders in `timed` only (None: every sender).
     """
     decoder = LineDecoder(max_line_bytes=RECV_BYTES)
+    wire = client.wire
+    own = client.name if wire.echoes else None
     seqs: dict[str, list[int]] = {
         name: [] for name, (index, _) in senders_sent.items() if index != client.index
     }
@@ -70,10 +72,10 @@ def verify_reader(
             head, sep, body = raw.partition(b": ")
             name = senders.get(head, False) if sep else None
             if name is False:
-                name = senders[head] = _chat_sender(raw)
+                name = senders[head] = wire.chat_sender(raw)
             elif name is None and not sep:
-                name = _chat_sender(raw)
-            if name is None:
+                name = wire.chat_sender(raw)
+            if name is None or name == own:
                 continue
             probe = parse_probe_times(body.decode("utf-8", "replace"))
             if probe is None or name not in seqs:
@@ -88,16 +90,6 @@ def verify_reader(
                 arrived((name, seq), stamp)
     for name, got in seqs.items():
         _check_sequence(got, senders_sent[name][1], verdict)
-
-
-def _chat_sender(raw: bytes) -> str | None:
-    """The sender of a chat line (chat.protocol decides), None for notices, errors, privates.
-
-    What parse_server_line says depends only on the part before the first ": ", so the caller
-    caches the answer per distinct prefix instead of parsing every one of millions of lines.
-    """
-    line = parse_server_line(raw.decode("utf-8", "replace"))
-    return line.name if line.kind == "chat" else None
 
 
 def _check_sequence(got: list[int], count: int, verdict: Verdict) -> None:
