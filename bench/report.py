@@ -80,6 +80,8 @@ def render(machine: dict, rows: Rows, plots: list[Path], source: Path, out: Path
         "",
         "Servers: " + "; ".join(f"`{k}` = {v}" for k, v in SERVER_LABELS.items()) + ".",
         "",
+        *(f"Peer skipped: {why}." for why in machine.get("peers_skipped", {}).values()),
+        "",
         "Every case checks every delivery (nothing lost, nothing duplicated, each sender's order). "
         "`driver CPU` is the swarm's own CPU over the wall time; a row is flagged "
         "`driver saturated` above 0.9 and `other load` when other processes kept more than "

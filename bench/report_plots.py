@@ -16,7 +16,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from bench.report_rows import Rows, by_case, servers_in  # noqa: E402
 from bench.targets import CAPACITY_CLIENTS, JOIN_TARGET_S  # noqa: E402
 
-COLORS = {"threaded": "tab:blue", "inline": "tab:orange", "asyncio": "tab:green"}
+COLORS = {
+    "threaded": "tab:blue",
+    "inline": "tab:orange",
+    "asyncio": "tab:green",
+    "redis": "tab:red",
+}
 ONE_RUN_NOTE = (
     "Each point is one run (one measured window, or 20 broadcasts for broadcast latency); "
     "on a shared 2-core machine latency tails move by up to 2x between runs."
