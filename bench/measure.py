@@ -7,7 +7,6 @@ import resource
 import socket
 from dataclasses import dataclass, field
 
-from bench.latency import encode, histogram_of, per_interval, summary_ms
 from bench.swarm import (
     DRIVER_SATURATED_FRACTION,
     IDLE_TIMEOUT_S,
@@ -26,6 +25,7 @@ from chat.protocol import (
     stats_reply,
 )
 from harness import ServerProcess
+from harness.latency import encode, histogram_of, per_interval, summary_ms
 
 JOIN_TIMEOUT_S = 120.0
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")

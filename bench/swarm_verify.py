@@ -12,10 +12,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from bench.latency import SpreadTracker
 from bench.swarm_client import RECV_BYTES, Client
 from chat.probe import parse_probe_times
 from chat.protocol import LINE_TOO_LONG, LineDecoder
+from harness.latency import SpreadTracker
 
 
 @dataclass

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 
 from bench import report
-from bench.latency import (
+from bench.report_compare import SAME, WORSE, changes
+from bench.report_tables import server_stall_table, spread_table
+from harness.latency import (
     SpreadTracker,
     encode,
     histogram_of,
@@ -15,8 +17,6 @@ from bench.latency import (
     per_interval,
     summary_ms,
 )
-from bench.report_compare import SAME, WORSE, changes
-from bench.report_tables import server_stall_table, spread_table
 
 MS = 1_000_000
 

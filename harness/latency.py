@@ -28,9 +28,18 @@ def new_histogram() -> HdrHistogram:
 
 def histogram_of(values_ns: Iterable[int]) -> HdrHistogram:
     """An HdrHistogram of nanosecond samples (recorded in microseconds, at least 1)."""
+    return histogram_of_counts(Counter(to_us(v) for v in values_ns))
+
+
+def to_us(value_ns: int) -> int:
+    """A sample in the histogram's unit and range."""
+    return max(LOWEST_US, min(HIGHEST_US, value_ns // 1000))
+
+
+def histogram_of_counts(counts_us: dict[int, int]) -> HdrHistogram:
+    """An HdrHistogram of samples already counted per microsecond value."""
     histogram = new_histogram()
-    counts = Counter(max(LOWEST_US, min(HIGHEST_US, v // 1000)) for v in values_ns)
-    for value_us, count in counts.items():
+    for value_us, count in counts_us.items():
         histogram.record_value(value_us, count)
     return histogram
 
