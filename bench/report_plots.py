@@ -21,6 +21,7 @@ COLORS = {
     "inline": "tab:orange",
     "asyncio": "tab:green",
     "redis": "tab:red",
+    "ngircd": "tab:purple",
 }
 ONE_RUN_NOTE = (
     "Each point is one run (one measured window, or 20 broadcasts for broadcast latency); "

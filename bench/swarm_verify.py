@@ -58,6 +58,7 @@ def verify_reader(
     decoder = LineDecoder(max_line_bytes=RECV_BYTES)
     wire = client.wire
     own = client.name if wire.echoes else None
+    separator = wire.separator
     seqs: dict[str, list[int]] = {
         name: [] for name, (index, _) in senders_sent.items() if index != client.index
     }
@@ -69,7 +70,7 @@ def verify_reader(
             if raw is LINE_TOO_LONG:
                 verdict.unexpected += 1
                 continue
-            head, sep, body = raw.partition(b": ")
+            head, sep, body = raw.partition(separator)
             name = senders.get(head, False) if sep else None
             if name is False:
                 name = senders[head] = wire.chat_sender(raw)

@@ -11,6 +11,10 @@ reader must get every other sender's probes exactly once and in order.
   sends a message as `PUBLISH room "NAME: TEXT"`. Redis delivers to every subscriber, the sender
   too, as a 7-line push; the sender also gets `:N` (receivers counted) for each publish. The
   sender's own copies are skipped by the check.
+- `IrcWire`: an IRC daemon (ngIRCd). NICK and USER with the client's name, OPER and user mode +F
+  (ngIRCd's relaxed flood protection, for the bench operator its config defines: without it a
+  client may send about 5 lines a second), JOIN #room; in at the end of the channel's names
+  (366). A message is `PRIVMSG #room :TEXT`; others get `:NICK!USER@HOST PRIVMSG #room :TEXT`.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class ChatGreeting:
 class ChatWire:
     """The chat protocol itself: a name line to join, a text line per message."""
 
+    separator = b": "  # between who sent a chat line and its text
+    max_text_bytes = 64 * 1024  # the longest message text the workload may send
     echoes = False  # the server never sends a client its own lines
     newlines_per_delivery = 1
     newlines_per_send = 0
@@ -154,6 +160,59 @@ class RedisWire(ChatWire):
         return name.decode(ENCODING, "replace") if sep else None
 
 
+IRC_CHANNEL = "#room"
+IRC_OPERATOR = ("bench", "bench")  # bench/peers.py writes the same into ngIRCd's config
+_IRC_PRIVMSG = f" PRIVMSG {IRC_CHANNEL} :".encode()
+
+
+class IrcGreeting:
+    """Registration, OPER, MODE and JOIN: in at the end of the channel's names (366)."""
+
+    def __init__(self) -> None:
+        self.seen = b""
+
+    def welcomed(self, data: bytes) -> bool:
+        self.seen += data
+        if b" 433 " in self.seen or self.seen.startswith(b"ERROR") or b"\nERROR" in self.seen:
+            raise Refused(self.seen.decode(ENCODING, "replace"))
+        return b" 366 " in self.seen
+
+
+class IrcWire(ChatWire):
+    """IRC: the room is a channel, a message one PRIVMSG to it."""
+
+    separator = _IRC_PRIVMSG
+    # A line is at most 512 bytes with its CRLF, and the relayed one adds the sender's prefix.
+    max_text_bytes = 400
+
+    def join_bytes(self, name: str) -> bytes:
+        user, password = IRC_OPERATOR
+        lines = [
+            f"NICK {name}",
+            f"USER {name} 0 * :{name}",
+            f"OPER {user} {password}",
+            f"MODE {name} +F",
+            f"JOIN {IRC_CHANNEL}",
+        ]
+        return "".join(line + "\r\n" for line in lines).encode(ENCODING)
+
+    def greeting(self) -> Greeting:
+        return IrcGreeting()
+
+    def message(self, name: str, text: str) -> bytes:
+        return f"PRIVMSG {IRC_CHANNEL} :{text}\r\n".encode(ENCODING)
+
+    def counted_newlines(self, data: bytes) -> int:
+        return data.count(_IRC_PRIVMSG)
+
+    def chat_sender(self, raw: bytes) -> str | None:
+        """The nick of `:NICK!USER@HOST PRIVMSG #room :TEXT`; None for any other line."""
+        if not raw.startswith(b":") or _IRC_PRIVMSG not in raw:
+            return None
+        return raw[1:].partition(b"!")[0].decode(ENCODING, "replace")
+
+
 Wire = ChatWire
 CHAT_WIRE = ChatWire()
 REDIS_WIRE = RedisWire()
+IRC_WIRE = IrcWire()

