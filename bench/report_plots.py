@@ -6,6 +6,7 @@ at the one point where it applies, and carries the note that each point is one r
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import matplotlib
@@ -127,15 +128,34 @@ OVER_TIME_PANELS = (
 )
 
 
+# What `make loadtest` writes beside Locust's CSVs (same folder as the bench JSON by default).
+LOADTEST_OVER_TIME_CSV = "locust_latency_over_time.csv"
+SERIES_STYLES = (("max", ":"), ("p99", "-"), ("p50", "--"))
+
+
 def over_time_plot(rows: Rows, out: Path) -> Path:
-    """Corrected p50, p99 and max per one-second interval, per server, for the long cases."""
-    fig, axes = plt.subplots(1, len(OVER_TIME_PANELS), figsize=(16, 4.8))
-    for ax, (case, match, title) in zip(axes, OVER_TIME_PANELS, strict=True):
+    """Corrected p50, p99 and max per one-second interval, per server, for the long cases, and
+    for the load test when its series is in the same folder."""
+    loadtest = read_loadtest_series(out / LOADTEST_OVER_TIME_CSV)
+    panels = len(OVER_TIME_PANELS) + bool(loadtest)
+    fig, axes = plt.subplots(1, panels, figsize=(5.4 * panels, 4.8))
+    if loadtest:
+        ax = axes[-1]
+        for key, style in SERIES_STYLES:
+            points = [(t, row[key]) for t, row in loadtest if row.get(key) is not None]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, style, marker=".", color="tab:blue", label=f"load test {key}")
+        ax.set(yscale="log", xlabel="seconds into the run", ylabel="latency (ms), corrected")
+        ax.set_title("Load test (make loadtest, threaded server)")
+        ax.grid(True, which="both", alpha=0.3)
+        legend(ax)
+    for ax, (case, match, title) in zip(axes, OVER_TIME_PANELS, strict=False):
         data = [r for r in by_case(rows, case, **match) if r.get("over_time")]
         for row in data:
             series = row["over_time"]
             color = COLORS.get(row["server"], "black")
-            for key, style in (("max", ":"), ("p99", "-"), ("p50", "--")):
+            for key, style in SERIES_STYLES:
                 points = [(p["t_s"] + 0.5, p[key]) for p in series if p.get(key)]
                 if points:
                     xs, ys = zip(*points, strict=True)
@@ -145,6 +165,25 @@ def over_time_plot(rows: Rows, out: Path) -> Path:
         ax.grid(True, which="both", alpha=0.3)
         legend(ax)
     return save(fig, out / "over_time.png", wide=True)
+
+
+def read_loadtest_series(path: Path) -> list[tuple[float, dict[str, float | None]]]:
+    """(seconds from the first row, p50/p99/max) per row of the load test's CSV; [] if none."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        found = list(csv.DictReader(f))
+    if not found:
+        return []
+    t0 = float(found[0]["Timestamp"])
+
+    def number(text: str) -> float | None:
+        return float(text) if text else None
+
+    return [
+        (float(r["Timestamp"]) - t0, {k: number(r[f"{k} ms"]) for k in ("p50", "p99", "max")})
+        for r in found
+    ]
 
 
 def target_marker(ax, x: float, y: float, label: str | None) -> None:

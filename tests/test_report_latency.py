@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from bench import report
+from bench import report, report_plots
 from bench.report_compare import SAME, WORSE, changes
 from bench.report_tables import server_stall_table, spread_table
 from harness.latency import (
@@ -103,3 +103,16 @@ def test_compare_writes_a_readable_change_report(tmp_path, capsys):
     assert "**1 of 1 measures moved beyond noise: 1 better, 0 worse.**" in text
     assert "| fanout-threaded | deliveries/s | 1,000 | 3,000 | 3x |" in text
     assert "1 of 1 measures moved" in capsys.readouterr().err
+
+
+def test_over_time_plot_draws_the_cases_series_and_the_load_tests_csv_beside_them(tmp_path):
+    (tmp_path / "locust_latency_over_time.csv").write_text(
+        "Timestamp,Deliveries,p50 ms,p99 ms,max ms\n100,5,1.0,2.0,3.0\n101,0,,,\n102,7,1.5,9,12\n"
+    )
+    series = report_plots.read_loadtest_series(tmp_path / "locust_latency_over_time.csv")
+    assert [t for t, _ in series] == [0.0, 1.0, 2.0]
+    assert series[1][1]["p99"] is None and series[2][1]["max"] == 12
+    over_time = [{"t_s": 0, "count": 3, "p50": 1.0, "p99": 180.0, "max": 200.0}]
+    rows = [row("server-stall", "threaded", 10, over_time=over_time)]
+    path = report_plots.over_time_plot(rows, tmp_path)
+    assert path.name == "over_time.png" and path.stat().st_size > 0
