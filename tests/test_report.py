@@ -16,7 +16,7 @@ from test_report_hostile import HOSTILE_TARGET_COUNT, hostile_met
 from bench import report
 from bench.targets import CAPACITY_CLIENTS, JOIN_TARGET_S, REQUIRED_RATES_PER_S
 
-TARGET_COUNT = 7 + HOSTILE_TARGET_COUNT
+TARGET_COUNT = 9 + HOSTILE_TARGET_COUNT
 WRITE_PLOTS = report.write_plots
 
 
@@ -69,6 +69,7 @@ def all_met() -> list[dict]:
         entry("paced", "asyncio", 500, p99_ms=5.0, server_cpu_s=0.8),
         entry("stall", "threaded", 100, stalled=0, deliveries_per_s=900_000.0),
         entry("stall", "threaded", 100, stalled=1, deliveries_per_s=850_000.0),
+        entry("server-stall", "threaded", 10, p99_ms=160.0, max_ms=195.0, uncorrected_p99_ms=30.0),
     ]
     for rate in REQUIRED_RATES_PER_S:
         offered = rate * 99

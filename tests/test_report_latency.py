@@ -116,3 +116,25 @@ def test_over_time_plot_draws_the_cases_series_and_the_load_tests_csv_beside_the
     rows = [row("server-stall", "threaded", 10, over_time=over_time)]
     path = report_plots.over_time_plot(rows, tmp_path)
     assert path.name == "over_time.png" and path.stat().st_size > 0
+
+
+def test_the_stalled_server_target_wants_the_stall_in_the_corrected_tail_only():
+    def verdict(**numbers) -> str:
+        rows = [row("server-stall", "threaded", 10, **numbers)]
+        return next(t for t in report.targets(rows) if t.name.startswith("server stopped")).status
+
+    assert verdict(p99_ms=160.0, max_ms=195.0, uncorrected_p99_ms=30.0) == report.MET
+    assert verdict(p99_ms=160.0, max_ms=195.0, uncorrected_p99_ms=150.0) == report.MISSED
+    assert verdict(p99_ms=20.0, max_ms=195.0, uncorrected_p99_ms=5.0) == report.MISSED
+    assert next(t for t in report.targets([]) if t.name.startswith("server")).status == "no data"
+
+
+def test_the_driver_target_is_missed_at_0_9_of_a_core_at_the_8000_sweep_point():
+    def verdict(fraction: float) -> str:
+        numbers = {"p99_ms": 2.0, "deliveries_per_s": 792_000.0, "kept_up": True}
+        sweep = row("sweep", "threaded", 100, offered_msgs_per_s=8000, **numbers)
+        rows = [sweep | {"driver_cpu_frac": fraction}]
+        return next(t for t in report.targets(rows) if t.name.startswith("swarm driver")).status
+
+    assert verdict(0.6) == report.MET
+    assert verdict(0.95) == report.MISSED
