@@ -138,3 +138,10 @@ def test_the_driver_target_is_missed_at_0_9_of_a_core_at_the_8000_sweep_point():
 
     assert verdict(0.6) == report.MET
     assert verdict(0.95) == report.MISSED
+
+
+def test_a_skipped_peer_is_one_line_in_the_report(tmp_path):
+    why = "ngircd: not installed (Debian package ngircd; no apt-get here to install it)"
+    machine = {"peers_skipped": {"ngircd": why}}
+    text = report.render(machine, [row("paced", "threaded", 2)], [], tmp_path / "b.json", tmp_path)
+    assert [line for line in text.splitlines() if "Peer " in line] == [f"Peer skipped: {why}."]
