@@ -2,9 +2,9 @@
 
 Each case's headline numbers side by side with the ratio NEW / OLD, flagged where the change is
 beyond that case's run-to-run noise. The noise is measured, per case and measure, as the largest
-relative difference between OLD and each `--noise` run (runs of the same code as OLD); without
-noise runs a fixed allowance per measure is used and the report says so. A case missing from one
-side is listed, not compared.
+relative difference between OLD and each `--noise` run (runs of the same code as OLD), never
+less than a floor per measure; without noise runs a fixed allowance per measure is used and the
+report says so. A case missing from one side is listed, not compared.
 """
 
 from __future__ import annotations
@@ -29,6 +29,14 @@ ASSUMED_NOISE = {
     "p99_ms": 1.0,
     "max_ms": 1.0,
     "server_cpu_s_per_million": 0.25,
+}
+# A few runs can agree by chance: measured noise is never taken as less than this.
+MIN_NOISE = {
+    "deliveries_per_s": 0.1,
+    "p50_ms": 0.2,
+    "p99_ms": 0.3,
+    "max_ms": 0.3,
+    "server_cpu_s_per_million": 0.1,
 }
 # Below these the numbers are timer and tick resolution, not a change.
 FLOOR = {"p50_ms": 0.05, "p99_ms": 0.1, "max_ms": 0.2, "server_cpu_s_per_million": 0.02}
@@ -87,7 +95,10 @@ def changes(old_rows: Rows, new_rows: Rows, noise_rows: list[Rows]) -> list[Chan
             if a is None or b is None:
                 continue
             measured = noise_of(name, field, old[name], noise_runs)
-            noise = measured if measured is not None else ASSUMED_NOISE[field]
+            if measured is None:
+                noise = ASSUMED_NOISE[field]
+            else:
+                noise = max(measured, MIN_NOISE[field])
             verdict = judge(field, higher, a, b, noise)
             found.append(Change(name, label, a, b, noise, measured is not None, verdict))
     return found
@@ -103,7 +114,9 @@ def compare_report(old_path: Path, new_path: Path, noise_paths: list[Path]) -> s
     only = sorted(by_name(old_rows).keys() ^ by_name(new_rows).keys())
     noise_note = (
         f"Noise per case and measure: the largest difference between OLD and {len(noise_paths)} "
-        "other run(s) of the same code (`--noise`)."
+        "other run(s) of the same code (`--noise`), at least "
+        + ", ".join(f"{f} ±{v:.0%}" for f, v in MIN_NOISE.items())
+        + " (a few runs can agree by chance)."
         if noise_paths
         else "No `--noise` run given: the noise allowed is assumed per measure ("
         + ", ".join(f"{f} ±{v:.0%}" for f, v in ASSUMED_NOISE.items())
