@@ -309,7 +309,9 @@ def swarms() -> Iterator[Callable[..., Swarm]]:
 
 
 @pytest.fixture
-def chat_server(server_kind: str) -> Iterator[Callable[..., ServerProcess]]:
+def chat_server(
+    server_kind: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., ServerProcess]]:
     """Start fresh servers of this test's kind (extra CLI args allowed); all stopped by PID.
 
     A peer that cannot run here skips its cases with one line saying why.
@@ -317,6 +319,12 @@ def chat_server(server_kind: str) -> Iterator[Callable[..., ServerProcess]]:
     missing = peer_missing(server_kind)
     if missing:
         pytest.skip(missing)
+    clients = (
+        request.node.callspec.params.get("clients", 0) if hasattr(request.node, "callspec") else 0
+    )
+    most = wire_for(server_kind).max_clients
+    if clients > most:
+        pytest.skip(f"{server_kind}: more than {most} clients take minutes to join (see wire.py)")
     with started_servers(server_kind) as start:
         yield start
 

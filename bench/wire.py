@@ -77,6 +77,7 @@ class ChatWire:
 
     separator = b": "  # between who sent a chat line and its text
     max_text_bytes = 64 * 1024  # the longest message text the workload may send
+    max_clients = 1_000_000  # how many clients the bench joins to such a server at most
     echoes = False  # the server never sends a client its own lines
     newlines_per_delivery = 1
     newlines_per_send = 0
@@ -165,6 +166,11 @@ IRC_OPERATOR = ("bench", "bench")  # bench/peers.py writes the same into ngIRCd'
 _IRC_PRIVMSG = f" PRIVMSG {IRC_CHANNEL} :".encode()
 
 
+# A numeric reply is `:SERVER CODE ...` at the start of a line (the codes also occur in texts).
+_IRC_REFUSED = re.compile(rb"^(?::\S+ (?:433|432|465) |ERROR )", re.MULTILINE)
+_IRC_END_OF_NAMES = re.compile(rb"^:\S+ 366 ", re.MULTILINE)
+
+
 class IrcGreeting:
     """Registration, OPER, MODE and JOIN: in at the end of the channel's names (366)."""
 
@@ -173,15 +179,18 @@ class IrcGreeting:
 
     def welcomed(self, data: bytes) -> bool:
         self.seen += data
-        if b" 433 " in self.seen or self.seen.startswith(b"ERROR") or b"\nERROR" in self.seen:
+        if _IRC_REFUSED.search(self.seen):
             raise Refused(self.seen.decode(ENCODING, "replace"))
-        return b" 366 " in self.seen
+        return _IRC_END_OF_NAMES.search(self.seen) is not None
 
 
 class IrcWire(ChatWire):
     """IRC: the room is a channel, a message one PRIVMSG to it."""
 
     separator = _IRC_PRIVMSG
+    # ngIRCd lets clients in at about 7 a second here (its registration penalties), so 1,000
+    # take minutes: larger client counts are skipped for it, saying so.
+    max_clients = 100
     # A line is at most 512 bytes with its CRLF, and the relayed one adds the sender's prefix.
     max_text_bytes = 400
 

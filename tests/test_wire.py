@@ -56,6 +56,8 @@ def test_an_irc_client_registers_sets_relaxed_flood_protection_and_joins_the_roo
     assert join[3:] == ["MODE c7 +F", "JOIN #room", ""]
     greeting = IRC_WIRE.greeting()
     assert not greeting.welcomed(b":bench.irc 001 c7 :Welcome\r\n")
+    # Reply codes count at their place only: 433 and 366 in a text are no answer.
+    assert not greeting.welcomed(b":bench.irc 250 c7 :Highest connection count: 433 (366 ...)\r\n")
     assert greeting.welcomed(b":bench.irc 366 c7 #room :End of NAMES list\r\n")
     with pytest.raises(Refused):
         IRC_WIRE.greeting().welcomed(b":bench.irc 433 * c7 :Nickname already in use\r\n")
