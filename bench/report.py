@@ -111,8 +111,7 @@ def default_out(json_path: Path) -> Path:
     return DEFAULT_JSON.parent if folder == REFERENCE_DIR.resolve() else json_path.parent
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Write REPORT.md and the plots next to the JSON (or into --out); --check judges targets."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
     parser.add_argument(
         "json", type=Path, nargs="?", default=DEFAULT_JSON, help=f"(default {DEFAULT_JSON})"
@@ -144,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SAME",
         help="with --compare: other runs of OLD's code, to measure each case's noise",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write REPORT.md and the plots next to the JSON (or into --out); --check judges targets."""
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.compare:
         return write_comparison(*args.compare, args.noise, args.out)

@@ -73,6 +73,11 @@ def finish_run(
     _fire_verdicts(environment, check, summary)
     for line in summary_lines(summary, "chat summary"):
         (log.warning if line.warning else log.info)("%s", line.text)
+    write_files(options, summary, reports)
+
+
+def write_files(options: Any, summary: dict[str, Any], reports: list[dict[str, Any]]) -> None:
+    """The summary JSON, and with --csv the latency series beside Locust's CSVs."""
     if options.chat_summary:  # first: a run that is quitting may not outlive the sleep below
         path = Path(options.chat_summary)
         path.parent.mkdir(parents=True, exist_ok=True)
