@@ -100,12 +100,14 @@ class SpreadTracker:
 
     def arrived(self, key: tuple[str, int], stamp_ns: int) -> None:
         first = self.first.get(key)
-        if first is None or stamp_ns < first:
+        if first is None:
             self.first[key] = stamp_ns
-        if stamp_ns > self.last.get(key, -1):
-            self.last[key] = stamp_ns
+            return
+        self.first[key] = min(first, stamp_ns)
+        self.last[key] = max(self.last.get(key, first), stamp_ns)
 
     def spreads_ns(self) -> list[int]:
-        """Last minus first arrival, per broadcast that reached at least one receiver."""
-        last = self.last
-        return [last[key] - first for key, first in self.first.items()]
+        """Last minus first arrival, per broadcast that reached two receivers or more (with one,
+        as in a room of two, there is no spread to speak of)."""
+        first = self.first
+        return [last - first[key] for key, last in self.last.items()]
