@@ -60,6 +60,7 @@ class Session:
         self.bytes_in = 0
         self.deliveries_out = 0
         self.throttled = 0  # times its reader stopped reading because it was over budget
+        self.ended = False  # _finish has run
 
     def _overflowed(self) -> None:
         self.server.slow_consumer(self)
@@ -106,7 +107,13 @@ class Session:
 
     def _read(self) -> list[bytes | LineTooLong] | None:
         """The lines of one read; None when the client closed (or was shut down)."""
-        data = self.sock.recv(RECV_BYTES)
+        while True:
+            try:
+                data = self.sock.recv(RECV_BYTES)
+                break
+            except BlockingIOError:  # quiet a while: wait in the reaper's selector (parking.py)
+                if not self.server.parking.park(self.sock, self._finish):
+                    return None
         if not data:
             return None
         self.bytes_in += len(data)
@@ -115,6 +122,10 @@ class Session:
         return lines
 
     def _finish(self) -> None:
+        """The end, once: by this thread, or by the reaper while this thread is parked."""
+        if self.ended:
+            return
+        self.ended = True
         server = self.server
         if server.registry.remove(self):
             if self.reason == "slow consumer":
