@@ -13,9 +13,11 @@ module's selector and the thread waits on a lock of its own, which costs nothing
 One reaper thread watches the selector:
 
 - a parked client sends something: its thread is released at once and reads it itself;
-- a parked client is gone (EOF, reset, or the server shut its socket to cut it): the reaper runs
-  the session's ending (leave notice, registry, outbox) itself, and lets its thread out later,
-  at most `EXITING_AT_ONCE` at a time, so a mass disconnect never has more than a handful of
+- a parked client is gone (EOF, reset, or the server shut its socket to cut it): the reaper takes
+  it out of the room at once (`on_seen_gone`: nobody sends to it any more), runs the rest of its
+  ending (leave notice, outbox, counters) in short slices with rests between them, so the
+  writers keep the GIL often enough to deliver, and lets its thread out later, while fewer than
+  `EXITING_AT_ONCE` let-out threads are alive: a mass disconnect never has more than a handful of
   threads waiting for the GIL.
 
 The session thread still owns its connection whenever it runs; the reaper touches a session only
@@ -39,7 +41,7 @@ log = logging.getLogger("chat.server")
 
 PARK_AFTER_S: Final = 0.5  # a reader quiet this long waits in the reaper's selector
 EXITING_AT_ONCE: Final = 8  # threads of ended sessions let out together, at most
-ENDING_SLICE_S: Final = 0.005  # the reaper ends sessions this long between two selects
+ENDING_SLICE_S: Final = 0.002  # the reaper ends sessions this long, then rests as long
 PACE_S: Final = 0.002  # how often the reaper lets more out while some wait for a slot
 
 
@@ -56,11 +58,14 @@ def read_with_timeout(sock: socket.socket, seconds: float = PARK_AFTER_S) -> Non
 class _Spot:
     """One parked thread: what it waits on, and what the reaper decided."""
 
-    __slots__ = ("sock", "on_gone", "wake", "resume", "thread")
+    __slots__ = ("sock", "on_gone", "on_seen_gone", "wake", "resume", "thread")
 
-    def __init__(self, sock: socket.socket, on_gone: Callable[[], None]) -> None:
+    def __init__(
+        self, sock: socket.socket, on_gone: Callable[[], None], on_seen_gone: Callable[[], object]
+    ) -> None:
         self.sock = sock
         self.on_gone = on_gone
+        self.on_seen_gone = on_seen_gone
         self.wake = threading.Lock()
         self.wake.acquire()  # the parked thread blocks acquiring it again; the reaper releases
         self.resume = True  # False: the peer is gone and on_gone has run
@@ -83,10 +88,18 @@ class Parking:
         self._thread = threading.Thread(target=self._run, name="reaper", daemon=True)
         self._thread.start()
 
-    def park(self, sock: socket.socket, on_gone: Callable[[], None]) -> bool:
+    def park(
+        self,
+        sock: socket.socket,
+        on_gone: Callable[[], None],
+        on_seen_gone: Callable[[], object] = lambda: None,
+    ) -> bool:
         """Wait until `sock` has something to read (True) or its peer is gone (False: `on_gone`
-        has run, in the reaper's thread, and the caller's thread should end now)."""
-        spot = _Spot(sock, on_gone)
+        has run, in the reaper's thread, and the caller's thread should end now).
+
+        `on_seen_gone` runs the moment the reaper sees the peer gone, before the endings queued
+        ahead of this one: the cheap part that stops others sending to it (leaving the room)."""
+        spot = _Spot(sock, on_gone, on_seen_gone)
         with self._lock:
             if self._closed:
                 return True
@@ -133,11 +146,19 @@ class Parking:
             spot.wake.release()
         else:
             spot.resume = False
+            try:
+                spot.on_seen_gone()
+            except Exception:  # a bug in the server: log it, keep reaping
+                log.exception("error ending a parked session")
             self._gone.append(spot)
 
     def _end_some(self) -> None:
-        """End sessions whose peers are gone for one short slice, then look at the selector
-        again: a message from a parked client never waits behind thousands of endings."""
+        """End sessions whose peers are gone for one short slice, then rest as long. Ending is
+        pure Python: a thread that never blocks keeps the GIL from every thread doing I/O (the
+        writers) but once a switch interval, so the reaper leaves the GIL alone half the time;
+        and a message from a parked client never waits behind thousands of endings."""
+        if not self._gone:
+            return
         until = time.monotonic() + ENDING_SLICE_S
         while self._gone and time.monotonic() < until:
             spot = self._gone.popleft()
@@ -146,6 +167,7 @@ class Parking:
             except Exception:  # a bug in the server: log it, keep reaping
                 log.exception("error ending a parked session")
             self._out.append(spot)
+        time.sleep(ENDING_SLICE_S)
 
     def _unpark_all(self) -> None:
         with self._lock:

@@ -61,6 +61,7 @@ class Session:
         self.deliveries_out = 0
         self.throttled = 0  # times its reader stopped reading because it was over budget
         self.ended = False  # _finish has run
+        self.left_room: bool | None = None  # whether _leave_room took a name off the registry
 
     def _overflowed(self) -> None:
         self.server.slow_consumer(self)
@@ -112,7 +113,7 @@ class Session:
                 data = self.sock.recv(RECV_BYTES)
                 break
             except BlockingIOError:  # quiet a while: wait in the reaper's selector (parking.py)
-                if not self.server.parking.park(self.sock, self._finish):
+                if not self.server.parking.park(self.sock, self._finish, self._leave_room):
                     return None
         if not data:
             return None
@@ -127,7 +128,7 @@ class Session:
             return
         self.ended = True
         server = self.server
-        if server.registry.remove(self):
+        if self._leave_room():
             if self.reason == "slow consumer":
                 log.warning("%s", server.texts("slow_consumer_left", name=self.name))
                 self.announce("slow_consumer_left", name=self.name)
@@ -136,6 +137,12 @@ class Session:
                 self.announce("left", name=self.name)
         server.delivery.retire(self.box)
         server.finished(self)
+
+    def _leave_room(self) -> bool:
+        """Off the registry, once (nobody sends to it any more); whether it had a name there."""
+        if self.left_room is None:
+            self.left_room = self.server.registry.remove(self)
+        return self.left_room
 
     # --- the handshake -------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ KILL_LINGER_S = 5.0
 MAX_LINE_SEARCH_BYTES = 1 << 16  # far longer than any line the server sends
 STALLED_RECOUNT_S = 0.01  # how stale the stalled clients' total may be while a writer is busy
 FLUSH_ROUNDS = 4  # sends per turn for one client before the others get theirs
+ENDINGS_PER_PASS = 64  # connections closed per pass, after every client with lines waiting
 
 
 class Flush(enum.Enum):
@@ -61,6 +62,9 @@ class WriterLoop:
         self.ledger = ledger
         self.write_deadline_s = write_deadline_s
         self._ready: deque[QueuedOutbox] = deque()
+        # Connections to close: 10,000 of them (a mass disconnect) must not stand between a
+        # client still chatting and its next line.
+        self._endings: deque[QueuedOutbox] = deque()
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -99,20 +103,26 @@ class WriterLoop:
             pass
 
     def _run(self) -> None:
-        ready = self._ready
+        ready, endings = self._ready, self._endings
         while not self._stopping:
             # One pass over the boxes ready now: a box requeued for more waits until writable
             # boxes and expired deadlines had their turn, so a busy loop never starves them.
             for _ in range(len(ready)):
-                self._service(ready.popleft())
-            if ready:
+                box = ready.popleft()
+                if box.state is S.RETIRING or box.state is S.CLOSING:
+                    endings.append(box)  # after the clients still reading, a few a pass
+                else:
+                    self._service(box)
+            for _ in range(min(ENDINGS_PER_PASS, len(endings))):
+                self._service(endings.popleft())
+            if ready or endings:
                 self._count_stalled(time.monotonic() - STALLED_RECOUNT_S)
                 events = self._selector.select(0.0)
             else:
                 self._count_stalled(math.inf)  # about to sleep: the figure must be right now
                 self._sleeping = True
                 # a schedule() that raced with the flag: do not sleep on it
-                events = self._selector.select(0.0 if ready else self._timeout())
+                events = self._selector.select(0.0 if ready or endings else self._timeout())
                 self._sleeping = False
             for key, _ in events:
                 if key.data is None:
