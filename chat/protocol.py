@@ -215,6 +215,17 @@ def private_message(command: Command) -> tuple[str, str] | None:
 
 
 STATS_COMMAND: Final = "stats"
+# `/pass PASSWORD`: the first line to a server started with a password (IRC's PASS); a server
+# without one ignores it, so a client may always send it.
+PASS_COMMAND: Final = "pass"
+
+
+def presented_password(parsed: Message | Command | Leave | Refused | None) -> str | None:
+    """The password a parsed `/pass PASSWORD` line presents (blanks around it stripped); None
+    for any other line."""
+    if isinstance(parsed, Command) and parsed.name == PASS_COMMAND:
+        return parsed.arg
+    return None
 
 
 def command_line(name: str, arg: str = "") -> str:

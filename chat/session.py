@@ -8,8 +8,10 @@ chat/delivery.py's business.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
@@ -23,7 +25,10 @@ from chat.flood import (
     FloodBudget,
     delivery_cost,
 )
+from chat.outbox import SEND_FLAGS, Stream
+from chat.password import WRONG_PASSWORD_DELAY_S
 from chat.protocol import Command, Leave, LineTooLong, Message, Refused
+from chat.tls import HandshakeFailed, NotTls, TlsStream
 
 if TYPE_CHECKING:
     from chat.server import ChatServer
@@ -44,10 +49,19 @@ class Session:
     under its lock; `reason` by whoever cuts the client, under the server's lock.
     """
 
-    def __init__(self, server: ChatServer, sock: socket.socket, host: str, port: int) -> None:
+    def __init__(
+        self,
+        server: ChatServer,
+        sock: socket.socket,
+        host: str,
+        port: int,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         config = server.config
         self.server = server
-        self.sock = sock
+        # Plain clients' outbox and reader use the socket itself; TLS is chosen here, once.
+        self.sock: Stream = sock if tls is None else TlsStream(sock, tls)
+        self.authenticated = server.password is None
         self.host = host
         self.peer = f"{host}:{port}"
         self.name: str | None = None
@@ -69,7 +83,9 @@ class Session:
     def run(self) -> None:
         """The session's thread: greet, handshake, chat, and always finish."""
         try:
-            self.notice("hello")
+            if isinstance(self.sock, TlsStream) and not self._secure(self.sock):
+                return
+            self.notice("hello" if self.authenticated else "hello_password")
             if self._handshake():
                 self._chat()
         except OSError:  # reset, broken pipe, shut down: the client is gone, nothing to report
@@ -87,7 +103,11 @@ class Session:
             if lines is None:
                 return False
             for index, line in enumerate(lines):
-                verdict = self._try_name(line)
+                verdict = self._try_password(line)
+                if verdict is False:
+                    return False
+                if verdict is None:
+                    verdict = self._try_name(line)
                 if verdict is None:
                     continue
                 if verdict:
@@ -127,6 +147,46 @@ class Session:
         server.finished(self)
 
     # --- the handshake -------------------------------------------------------------------------
+
+    def _secure(self, stream: TlsStream) -> bool:
+        """The TLS handshake, in this thread; the accept loop's handshake deadline cuts it (by
+        shutting the socket down) like any nameless connection. A failure is one warning."""
+        try:
+            stream.handshake()
+            return True
+        except NotTls as exc:
+            why = str(exc)
+            line = protocol.encode_line(protocol.error_line(self.server.texts("not_tls")))
+            with contextlib.suppress(OSError):  # plain text, for the human at nc
+                stream.sock.send(line, SEND_FLAGS)
+        except HandshakeFailed as exc:
+            why = str(exc)
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+        if self.reason == "handshake timeout":
+            why = f"not done within {self.server.config.handshake_timeout:g} s"
+        log.warning("TLS handshake with %s failed: %s", self.peer, why)
+        return False
+
+    def _try_password(self, line: bytes | LineTooLong) -> bool | None:
+        """A `/pass` line: True (right, or none needed); False: wrong or missing, told so and
+        closed after a delay. None: not a `/pass` line, and none is owed: on to the name."""
+        text = line.decode(protocol.ENCODING, "replace") if isinstance(line, bytes) else ""
+        parsed = protocol.parse_client_line(text)
+        password = protocol.presented_password(parsed)
+        if self.authenticated:
+            return None if password is None else True
+        if parsed is None:  # blank lines before it are harmless
+            return True
+        self.cost += COMMAND_COST_BYTES
+        password_check = self.server.password
+        if password is not None and password_check is not None and password_check.matches(password):
+            self.authenticated = True
+            return True
+        self.error("wrong_password" if password is not None else "password_required")
+        log.warning("refused %s: %s", self.peer, "wrong password" if password else "no password")
+        self.server.stopping.wait(WRONG_PASSWORD_DELAY_S)
+        return False
 
     def _try_name(self, line: bytes | LineTooLong) -> bool | None:
         """True: name accepted; False: the client asked to leave; None: refused, keep waiting."""

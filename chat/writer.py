@@ -22,10 +22,12 @@ from typing import cast
 from chat.outbox import (
     CHUNK_OVERHEAD_BYTES,
     OPEN,
+    SEND_FLAGS,
     CutReason,
     Ledger,
     QueuedOutbox,
     S,
+    Stream,
     closed,
     drop_all,
     settle_idle,
@@ -34,7 +36,6 @@ from chat.outbox import (
 
 log = logging.getLogger("chat.server")
 
-SEND_FLAGS = getattr(socket, "MSG_DONTWAIT", 0) | getattr(socket, "MSG_NOSIGNAL", 0)
 # How long a cut client's last line (why it was cut) may wait for room in its kernel buffer: a
 # client that was only paused for a moment learns why, after whole lines only. It costs one short
 # line and a socket held a little longer; its reader thread ends at once.
@@ -304,7 +305,7 @@ class WriterLoop:
                 return
             box.to(S.DEAD)
             freed = drop_all(box)
-            box.last_line = _own_line(box.leftover, box.last_line)
+            box.last_line = _own_line(_committed_tail(box), box.last_line)
             box.retire_at = time.monotonic() + KILL_LINGER_S
         self._forget(box)
         self.ledger.add(-freed)
@@ -340,7 +341,7 @@ class WriterLoop:
             return
         if box.leftover is not None:  # cut while retiring: finish the line in flight first
             with box.lock:
-                box.last_line = _own_line(box.leftover, box.last_line)
+                box.last_line = _own_line(_committed_tail(box), box.last_line)
             self._forget(box)
         if not self._tail_sent(box):
             return  # back here when writable, or at its deadline
@@ -376,7 +377,7 @@ class WriterLoop:
             box.registered = False
 
 
-def hang_up(sock: socket.socket, last_line: bytes) -> None:
+def hang_up(sock: Stream, last_line: bytes) -> None:
     """Best-effort, never-blocking last line (this client may be the one not reading), then
     shutdown, which wakes the reader thread blocked in recv on this socket."""
     if last_line:
@@ -388,6 +389,15 @@ def hang_up(sock: socket.socket, last_line: bytes) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+def _committed_tail(box: QueuedOutbox) -> bytes | memoryview | None:
+    """The box's unsent tail, less what a TLS stream has already encrypted of it (that reaches
+    the client whatever happens next): where the line in flight really stops."""
+    forget_unsent = getattr(box.sock, "forget_unsent", None)  # TLS only; never on the hot path
+    if forget_unsent is None or box.leftover is None:
+        return box.leftover
+    return memoryview(box.leftover)[forget_unsent() :]
 
 
 def _own_line(leftover: bytes | memoryview | None, line: bytes) -> bytes:
