@@ -220,6 +220,11 @@ STATS_COMMAND: Final = "stats"
 PASS_COMMAND: Final = "pass"
 
 
+def password_line(password: str) -> str:
+    """What a client sends to present `password`: `/pass PASSWORD`."""
+    return command_line(PASS_COMMAND, password)
+
+
 def presented_password(parsed: Message | Command | Leave | Refused | None) -> str | None:
     """The password a parsed `/pass PASSWORD` line presents (blanks around it stripped); None
     for any other line."""

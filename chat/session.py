@@ -65,7 +65,7 @@ class Session:
         self.host = host
         self.peer = f"{host}:{port}"
         self.name: str | None = None
-        self.box: Outbox = server.delivery.outbox(sock, self._overflowed)
+        self.box: Outbox = server.delivery.outbox(self.sock, self._overflowed)
         self.decoder = protocol.LineDecoder(config.max_line)
         self.budget = FloodBudget(config.flood_rate, config.flood_burst, time.monotonic())
         self.reason: str | None = None  # why the server disconnected it, if it did
@@ -103,11 +103,12 @@ class Session:
             if lines is None:
                 return False
             for index, line in enumerate(lines):
-                verdict = self._try_password(line)
-                if verdict is False:
+                password = self._try_password(line)
+                if password is not None:
+                    if password:
+                        continue
                     return False
-                if verdict is None:
-                    verdict = self._try_name(line)
+                verdict = self._try_name(line)
                 if verdict is None:
                     continue
                 if verdict:

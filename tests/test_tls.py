@@ -1,0 +1,203 @@
+"""TLS: the server's handshake and its failures, the client's certificate checks, and the
+existing rules (framing, slow consumers, shutdown) over TLS. Real TLS over 127.0.0.1 with
+certificates made by trustme (tests/tls_helpers.py). tests/README.md maps each promise here.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+
+import pytest
+from client_helpers import REPO, run_piped
+from conftest import Peer, room, running, start_server
+from test_bounds import read_to_the_end
+from tls_helpers import TlsFiles
+
+NOT_TLS_LINE = (
+    "! this port speaks TLS: connect with a TLS client (chat.client --tls, "
+    "openssl s_client -connect HOST:PORT -quiet)"
+)
+
+
+@pytest.mark.parametrize("delivery", ["queued", "inline"])
+def test_clients_chat_over_tls(tls_files: TlsFiles, delivery: str):
+    with running(delivery=delivery, **tls_files.server_options()) as srv:
+        context = tls_files.client_context()
+        alice = Peer(srv.address, "alice", tls=context)
+        bob = Peer(srv.address, "bob", tls=context)
+        alice.expect_line("* bob joined the chat")
+        assert isinstance(alice.sock, ssl.SSLSocket) and alice.sock.version() in (
+            "TLSv1.2",
+            "TLSv1.3",
+        )
+        alice.send("hello over TLS")
+        bob.expect_line("alice: hello over TLS")
+        bob.send("/msg alice psst")
+        alice.expect_line("bob (private): psst")
+        assert bob.barrier() == []
+
+
+def test_plain_and_tls_clients_share_one_room(tls_files: TlsFiles):
+    with running(tls_port=0, **tls_files.server_options()) as srv:
+        assert srv.tls_address is not None and srv.tls_address != srv.address
+        plain = Peer(srv.address, "plain")
+        secure = Peer(srv.tls_address, "secure", tls=tls_files.client_context())
+        plain.expect_line("* secure joined the chat")
+        secure.send("hi plain")
+        plain.expect_line("secure: hi plain")
+        plain.send("hi secure")
+        secure.expect_line("plain: hi secure")
+
+
+def test_client_refuses_an_untrusted_certificate_in_one_line(tls_files: TlsFiles):
+    server = start_server("--quiet", *tls_files.server_args())
+    try:
+        done = run_piped(server.port, "alice\nhello\n", "--tls")
+        assert done.returncode == 1
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and "certificate is not trusted" in lines[0], done.stderr
+        assert "Traceback" not in done.stderr and done.stdout == ""
+    finally:
+        server.stop()
+    assert "Traceback" not in server.stderr_text
+
+
+def test_client_with_ca_chats_over_tls(tls_files: TlsFiles):
+    server = start_server("--quiet", *tls_files.server_args())
+    try:
+        bob = Peer(server.address, "bob", tls=tls_files.client_context())
+        done = run_piped(server.port, "alice\nhello bob\n", "--ca", str(tls_files.ca_cert))
+        assert done.returncode == 0, done.stderr
+        assert "* welcome, alice!" in done.stdout
+        bob.expect_line("alice: hello bob")
+    finally:
+        server.stop()
+
+
+def test_plain_client_on_the_tls_port_is_closed_with_one_warning(tls_files: TlsFiles):
+    server = start_server("--quiet", *tls_files.server_args())
+    try:
+        alice = Peer(server.address, "alice", tls=tls_files.client_context())
+        plain = socket.create_connection(server.address, timeout=5)
+        plain.sendall(b"mallory\nhello\n")
+        assert read_to_the_end(plain, timeout_s=5) == [NOT_TLS_LINE]
+        plain.close()
+        assert alice.barrier() == []  # nobody else saw anything
+        alice.send("/who")
+        alice.expect_line("* online (1): alice")
+    finally:
+        server.stop()
+    warnings = [line for line in server.stderr_lines if "TLS handshake" in line]
+    assert len(warnings) == 1 and "plain text, not TLS" in warnings[0], server.stderr_text
+    assert "Traceback" not in server.stderr_text
+
+
+def test_slow_and_silent_handshakes_are_cut_at_the_deadline(tls_files: TlsFiles, caplog):
+    caplog.set_level(logging.WARNING, logger="chat.server")
+    with running(handshake_timeout=0.5, **tls_files.server_options()) as srv:
+        silent = socket.create_connection(srv.address, timeout=5)
+        stalled = socket.create_connection(srv.address, timeout=5)
+        stalled.sendall(b"\x16\x03\x01\x02\x00\x01")  # a ClientHello's first bytes, then nothing
+        started = time.monotonic()
+        assert silent.recv(4096) == b""
+        assert stalled.recv(4096) == b""
+        assert time.monotonic() - started < 3
+        alice = Peer(srv.address, "alice", tls=tls_files.client_context())  # still serving
+        assert alice.barrier() == []
+    warnings = [r.getMessage() for r in caplog.records if "TLS handshake" in r.getMessage()]
+    assert len(warnings) == 2, warnings
+    assert all(w.endswith("failed: not done within 0.5 s") for w in warnings), warnings
+
+
+def test_a_line_split_across_tls_records_arrives_whole(tls_files: TlsFiles):
+    with running(**tls_files.server_options()) as srv:
+        alice, bob = room(srv, "alice", "bob", tls=tls_files.client_context())
+        pieces = ["hel", "lo wo", "rld ", "\u00e9"[:1], " and ", "\u2603", "!\n"]
+        data = "".join(pieces).encode()
+        cut_points = [3, 8, 12, 13, 14, 17, 18]  # one inside the snowman's three bytes
+        start = 0
+        for end in [*cut_points, len(data)]:
+            expected = srv.stats()["bytes_in"] + end - start
+            alice.send_raw(data[start:end])  # each sendall is one TLS record
+            wait_for(lambda expected=expected: srv.stats()["bytes_in"] >= expected)
+            start = end
+        bob.expect_line("alice: " + data.decode().rstrip("\n"))
+        assert bob.barrier() == []
+
+
+def wait_for(condition, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_slow_consumer_over_tls_is_cut_alone_with_whole_lines_then_the_reason(tls_files):
+    with running(max_pending=256 * 1024, **tls_files.server_options()) as srv:
+        context = tls_files.client_context()
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(5)
+        raw.connect(srv.address)
+        stalled = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        stalled.sendall(b"stalled\n")
+        welcome = b""
+        while b"* welcome" not in welcome:  # joined; from now on it never reads until it is cut
+            welcome += stalled.recv(4096)
+        alice, bob = room(srv, "alice", "bob", tls=context)
+        line = "x" * 1000
+        notices = []
+        for i in range(0, 20_000, 100):  # 20 MB; bob keeps up
+            alice.send_raw("".join(f"{i + j} {line}\n" for j in range(100)).encode())
+            for j in range(100):
+                text = bob.expect(lambda x: x.startswith("alice: ") or notices.append(x), 20)
+                assert text.startswith(f"alice: {i + j} ")
+        notices += bob.collect(0.5)
+        assert notices == ["* stalled was disconnected: too slow to read"]
+        assert srv.stats()["slow_consumers"] == 1
+        lines = read_to_the_end(stalled)
+        assert lines[:2] == ["* alice joined the chat", "* bob joined the chat"]
+        assert lines[-1] == (
+            "! disconnected: you stopped reading and over 262144 bytes were queued for you"
+        )
+        chat = lines[2:-1]
+        assert chat == [f"alice: {n} {line}" for n in range(len(chat))] and len(chat) > 100
+        stalled.close()
+
+
+def test_shutdown_says_goodbye_over_tls(tls_files: TlsFiles):
+    server = start_server("--quiet", *tls_files.server_args())
+    context = tls_files.client_context()
+    alice = Peer(server.address, "alice", tls=context)
+    bob = Peer(server.address, "bob", tls=context)
+    alice.expect_line("* bob joined the chat")
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(5) == 0
+    assert time.monotonic() - started < 2.0
+    assert alice.wait_closed() == ["* server is shutting down, goodbye"]
+    assert bob.wait_closed() == ["* server is shutting down, goodbye"]
+    assert "Traceback" not in server.stderr_text
+
+
+@pytest.mark.parametrize("which", ["missing", "not a certificate"])
+def test_unusable_certificate_is_one_line_and_exit_one(tls_files: TlsFiles, tmp_path, which):
+    cert = tmp_path / "nothing.pem"
+    if which == "not a certificate":
+        cert.write_text("hello\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "chat.server", "--port", "0", "--tls-cert", str(cert)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "TLS" in lines[0] and "Traceback" not in done.stderr, lines
