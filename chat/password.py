@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Final, TextIO
 
+PASSWORD_ENV: Final = "CHAT_PASSWORD"  # where clients (chat.client, loadtest) take it from
 SCHEME: Final = "scrypt"
 # scrypt's interactive-login cost (RFC 7914 suggests N=2^14, r=8, p=1): 16 MiB and a few tens
 # of milliseconds per check. The parameters are stored in the file, so they can be raised later.

@@ -1,4 +1,5 @@
-"""TLS for the server: a connection's TLS as a socket-shaped object the session and writer share.
+"""TLS: a server connection's TLS as a socket-shaped object the session and writer share, and
+the contexts both sides use.
 
 `ssl.SSLSocket` is one OpenSSL object that must not be read by one thread while another writes
 to it, and it takes no send flags. The server reads each socket in its session thread and writes
@@ -47,6 +48,14 @@ def server_context(cert_file: str, key_file: str | None) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_RENEGOTIATION
     context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def client_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """What the clients here verify a server with: the system's trusted CAs, or `ca_file`'s.
+    Raises OSError or ssl.SSLError when the file cannot be used."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
 

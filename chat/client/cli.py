@@ -27,7 +27,9 @@ from chat.client.session import (
     is_leave,
 )
 from chat.client.tui import TerminalUI
+from chat.password import PASSWORD_ENV
 from chat.protocol import password_line, text_problem
+from chat.tls import client_context
 
 # The package's logger: every module's logger is below it, so -v turns all of them on.
 log = logging.getLogger("chat.client")
@@ -35,7 +37,6 @@ log = logging.getLogger("chat.client")
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 5555
 MAX_PORT: Final = 65535
-PASSWORD_ENV: Final = "CHAT_PASSWORD"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -132,7 +133,7 @@ def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     if not (args.tls or args.ca):
         return None
     try:
-        return ssl.create_default_context(cafile=args.ca)
+        return client_context(args.ca)
     except (OSError, ssl.SSLError) as exc:
         reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
         raise ConnectFailed(f"cannot use --ca {args.ca}: {reason}") from None
