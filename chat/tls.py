@@ -71,6 +71,7 @@ class TlsStream:
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._lock = threading.Lock()
         self._ready = False  # the handshake completed: application data may flow
+        self._closed = False  # the client said close_notify
         self._pending = memoryview(b"")  # ciphertext the kernel has not taken yet
         self._made = 0  # ciphertext bytes produced so far, and sent so far
         self._sent = 0
@@ -115,21 +116,42 @@ class TlsStream:
         """Plaintext, blocking; b"" once the client closed (close_notify or TCP)."""
         while True:
             with self._lock:
-                try:
-                    return self._tls.read(size)
-                except ssl.SSLWantReadError:
-                    pass
-                except ssl.SSLZeroReturnError:
-                    return b""
-                finally:
-                    if self._outgoing.pending:  # a key update's answer, an alert
-                        self._produced()
-                        self._drain()
-            data = self.sock.recv(size)
-            if not data:
+                data = self._decrypted(size)
+            if data is not None:
+                return data
+            raw = self.sock.recv(size)
+            if not raw:
                 return b""
             with self._lock:
-                self._incoming.write(data)
+                self._incoming.write(raw)
+
+    def _decrypted(self, size: int) -> bytes | None:
+        """Up to `size` bytes of plaintext from what has arrived (under the lock); b"" after
+        close_notify; None when a whole record is yet to come."""
+        if self._closed:
+            return b""
+        if not self._incoming.pending and not self._tls.pending():
+            return None  # nothing to decrypt: no exception to pay for
+        pieces: list[bytes] = []
+        total = 0
+        try:
+            while total < size:
+                piece = self._tls.read(size - total)
+                if not piece:
+                    break
+                pieces.append(piece)
+                total += len(piece)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            self._closed = True
+        finally:
+            if self._outgoing.pending:  # a key update's answer, an alert: behind what is queued
+                self._produced()
+                self._drain()
+        if pieces:
+            return b"".join(pieces)
+        return b"" if self._closed else None
 
     # --- writing, in a writer loop (or an inline sender) ---------------------------------------
 
@@ -140,8 +162,11 @@ class TlsStream:
         with self._lock:
             if not self._ready:  # a cut before the handshake ended: nothing can be said
                 return len(data)
-            self._drain()
+            if self._pending:
+                self._drain()
             if not self._pending:
+                if not self._ahead and len(data) <= RECORD_BYTES:
+                    return self._send_record(data)  # the common case: one record, no copies
                 fresh = memoryview(data)[self._ahead : self._ahead + SEND_CHUNK_BYTES]
                 if fresh:
                     self._encrypt(fresh)
@@ -149,6 +174,24 @@ class TlsStream:
             reported, self._delivered = self._delivered, 0
             self._ahead -= reported
             return reported
+
+    def _send_record(self, data: bytes | memoryview) -> int:
+        """`data` as one record, sent at once (under the lock, nothing pending): len(data) if
+        the kernel took it whole, else 0 and the rest of the record pending."""
+        self._tls.write(data)
+        record = self._outgoing.read()
+        try:
+            sent = self.sock.send(record, SEND_FLAGS)
+        except BlockingIOError:
+            sent = 0
+        self._made += len(record)
+        self._sent += sent
+        if sent == len(record):
+            return len(data)
+        self._pending = memoryview(record)[sent:]
+        self._records.append((self._made, len(data)))
+        self._ahead = len(data)
+        return 0
 
     def sendall(self, data: bytes) -> None:
         """Blocking send for the inline delivery: waits for room outside the lock."""

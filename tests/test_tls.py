@@ -6,11 +6,13 @@ certificates made by trustme (tests/tls_helpers.py). tests/README.md maps each p
 from __future__ import annotations
 
 import logging
+import select
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -18,6 +20,8 @@ from client_helpers import REPO, run_piped
 from conftest import Peer, room, running, start_server
 from test_bounds import read_to_the_end
 from tls_helpers import TlsFiles
+
+from chat.tls import TlsStream, server_context
 
 NOT_TLS_LINE = (
     "! this port speaks TLS: connect with a TLS client (chat.client --tls, "
@@ -201,3 +205,47 @@ def test_unusable_certificate_is_one_line_and_exit_one(tls_files: TlsFiles, tmp_
     assert done.returncode == 1
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "TLS" in lines[0] and "Traceback" not in done.stderr, lines
+
+
+def test_tls_stream_counts_unsent_ciphertext_as_refused_and_sends_every_byte_once(tls_files):
+    """The writer's view of a TLS client: bytes count as sent only once their records are in
+    the kernel, so a reader that stops shows up as refused bytes; the tail sent again later is
+    never encrypted twice."""
+    server_side, client_side = socket.socketpair()
+    for sock in (server_side, client_side):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    stream = TlsStream(server_side, server_context(str(tls_files.cert), str(tls_files.key)))
+    context = tls_files.client_context()
+    context.check_hostname = False
+    reading, received = threading.Event(), bytearray()
+
+    def client() -> None:
+        tls = context.wrap_socket(client_side, server_hostname="127.0.0.1")
+        reading.wait(10)
+        tls.settimeout(10)
+        while data := tls.recv(1 << 16):
+            received.extend(data)
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+    stream.handshake()
+    data = b"".join(b"%07d\n" % i for i in range(200_000))  # 1.6 MB, far past both buffers
+    view = memoryview(data)
+    sent = stream.send(view)
+    view = view[sent:]
+    while sent and view:  # until the kernel refuses
+        sent = stream.send(view)
+        view = view[sent:]
+    assert view, "nothing was refused"
+    assert stream.send(view) == 0  # nothing is taken while the reader does not read
+    reading.set()
+    deadline = time.monotonic() + 20
+    while view:
+        assert time.monotonic() < deadline, "the rest never went out"
+        select.select([], [stream], [], 1.0)
+        view = view[stream.send(view) :]
+    stream.shutdown(socket.SHUT_RDWR)  # close_notify: the reader's recv ends
+    thread.join(20)
+    stream.close()
+    assert bytes(received) == data
