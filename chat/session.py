@@ -8,7 +8,6 @@ chat/delivery.py's business.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import ssl
@@ -16,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
-from chat import protocol
+from chat import gate, protocol
 from chat.delivery import Outbox
 from chat.flood import (
     COMMAND_COST_BYTES,
@@ -25,10 +24,9 @@ from chat.flood import (
     FloodBudget,
     delivery_cost,
 )
-from chat.outbox import SEND_FLAGS, Stream
-from chat.password import WRONG_PASSWORD_DELAY_S
+from chat.outbox import Stream
 from chat.protocol import Command, Leave, LineTooLong, Message, Refused
-from chat.tls import HandshakeFailed, NotTls, TlsStream
+from chat.tls import TlsStream
 
 if TYPE_CHECKING:
     from chat.server import ChatServer
@@ -83,7 +81,7 @@ class Session:
     def run(self) -> None:
         """The session's thread: greet, handshake, chat, and always finish."""
         try:
-            if isinstance(self.sock, TlsStream) and not self._secure(self.sock):
+            if isinstance(self.sock, TlsStream) and not gate.secured(self, self.sock):
                 return
             self.notice("hello" if self.authenticated else "hello_password")
             if self._handshake():
@@ -103,7 +101,7 @@ class Session:
             if lines is None:
                 return False
             for index, line in enumerate(lines):
-                password = self._try_password(line)
+                password = gate.password_verdict(self, line)
                 if password is not None:
                     if password:
                         continue
@@ -148,46 +146,6 @@ class Session:
         server.finished(self)
 
     # --- the handshake -------------------------------------------------------------------------
-
-    def _secure(self, stream: TlsStream) -> bool:
-        """The TLS handshake, in this thread; the accept loop's handshake deadline cuts it (by
-        shutting the socket down) like any nameless connection. A failure is one warning."""
-        try:
-            stream.handshake()
-            return True
-        except NotTls as exc:
-            why = str(exc)
-            line = protocol.encode_line(protocol.error_line(self.server.texts("not_tls")))
-            with contextlib.suppress(OSError):  # plain text, for the human at nc
-                stream.sock.send(line, SEND_FLAGS)
-        except HandshakeFailed as exc:
-            why = str(exc)
-        except OSError as exc:
-            why = exc.strerror or type(exc).__name__
-        if self.reason == "handshake timeout":
-            why = f"not done within {self.server.config.handshake_timeout:g} s"
-        log.warning("TLS handshake with %s failed: %s", self.peer, why)
-        return False
-
-    def _try_password(self, line: bytes | LineTooLong) -> bool | None:
-        """A `/pass` line: True (right, or none needed); False: wrong or missing, told so and
-        closed after a delay. None: not a `/pass` line, and none is owed: on to the name."""
-        text = line.decode(protocol.ENCODING, "replace") if isinstance(line, bytes) else ""
-        parsed = protocol.parse_client_line(text)
-        password = protocol.presented_password(parsed)
-        if self.authenticated:
-            return None if password is None else True
-        if parsed is None:  # blank lines before it are harmless
-            return True
-        self.cost += COMMAND_COST_BYTES
-        password_check = self.server.password
-        if password is not None and password_check is not None and password_check.matches(password):
-            self.authenticated = True
-            return True
-        self.error("wrong_password" if password is not None else "password_required")
-        log.warning("refused %s: %s", self.peer, "wrong password" if password else "no password")
-        self.server.stopping.wait(WRONG_PASSWORD_DELAY_S)
-        return False
 
     def _try_name(self, line: bytes | LineTooLong) -> bool | None:
         """True: name accepted; False: the client asked to leave; None: refused, keep waiting."""

@@ -264,3 +264,12 @@ class TlsStream:
 
 def _wait_writable(sock: socket.socket) -> None:
     select.select([], [sock], [])
+
+
+def committed_tail(sock: object, leftover: bytes | memoryview | None) -> bytes | memoryview | None:
+    """A cut client's unsent tail, less what its TLS stream already encrypted of it (that reaches
+    the client whatever happens next): where the line in flight really stops. Plain sockets'
+    tails are returned as they are."""
+    if not isinstance(sock, TlsStream) or leftover is None:
+        return leftover
+    return memoryview(leftover)[sock.forget_unsent() :]

@@ -33,6 +33,7 @@ from chat.outbox import (
     settle_idle,
     take,
 )
+from chat.tls import committed_tail
 
 log = logging.getLogger("chat.server")
 
@@ -305,7 +306,7 @@ class WriterLoop:
                 return
             box.to(S.DEAD)
             freed = drop_all(box)
-            box.last_line = _own_line(_committed_tail(box), box.last_line)
+            box.last_line = _own_line(committed_tail(box.sock, box.leftover), box.last_line)
             box.retire_at = time.monotonic() + KILL_LINGER_S
         self._forget(box)
         self.ledger.add(-freed)
@@ -341,7 +342,7 @@ class WriterLoop:
             return
         if box.leftover is not None:  # cut while retiring: finish the line in flight first
             with box.lock:
-                box.last_line = _own_line(_committed_tail(box), box.last_line)
+                box.last_line = _own_line(committed_tail(box.sock, box.leftover), box.last_line)
             self._forget(box)
         if not self._tail_sent(box):
             return  # back here when writable, or at its deadline
@@ -389,15 +390,6 @@ def hang_up(sock: Stream, last_line: bytes) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
-
-
-def _committed_tail(box: QueuedOutbox) -> bytes | memoryview | None:
-    """The box's unsent tail, less what a TLS stream has already encrypted of it (that reaches
-    the client whatever happens next): where the line in flight really stops."""
-    forget_unsent = getattr(box.sock, "forget_unsent", None)  # TLS only; never on the hot path
-    if forget_unsent is None or box.leftover is None:
-        return box.leftover
-    return memoryview(box.leftover)[forget_unsent() :]
 
 
 def _own_line(leftover: bytes | memoryview | None, line: bytes) -> bytes:
