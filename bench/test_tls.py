@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 
 from bench.measure import (
-    JOIN_TIMEOUT_S,
     QUIET_JOINS,
     Window,
     assert_delivered,
@@ -16,6 +15,7 @@ from bench.measure import (
     extra_info,
     finish,
     join,
+    timed_join,
 )
 from bench.swarm import SenderPlan
 from bench.targets import TLS_JOIN_CLIENTS
@@ -92,28 +92,19 @@ def test_tls_join(benchmark, start, transport, clients, quick):
     """All clients connect, shake hands and are welcomed (timed), then one broadcast reaches
     them all: join time, handshakes per second, the server's CPU per join."""
     server, swarm = start(clients, "--max-clients", str(clients + 100))
-    rss_before, cpu_before = server.rss_bytes(), server.cpu_s()
     benchmark.group = f"tls join clients={clients}"
-    report = benchmark.pedantic(
-        lambda: swarm.connect(clients, timeout_s=JOIN_TIMEOUT_S), rounds=1, iterations=1
-    )
-    server_cpu_joining = server.cpu_s() - cpu_before
-    swarm.settle(quiet_s=0.5, timeout_s=120.0)
-    rss_after = server.rss_bytes()
-    window = Window()
-    swarm.begin_window()
-    drive_once(window, server, swarm, [SenderPlan(0, 1)], timeout_s=60.0)
-    finish(window, swarm)
+    joined = timed_join(benchmark, server, swarm, clients)
+    connect_s = joined.report.connect_s
     info = extra_info(
         "tls_join",
         server,
         clients,
-        window,
-        connect_s=round(report.connect_s, 3),
-        joins_per_s=round(clients / report.connect_s, 1) if report.connect_s else None,
-        connect_driver_cpu_frac=round(report.driver_cpu_frac, 3),
-        server_cpu_ms_per_join=round(server_cpu_joining / clients * 1e3, 3),
-        rss_per_client_kib=round((rss_after - rss_before) / clients / 1024, 2),
+        joined.window,
+        connect_s=round(connect_s, 3),
+        joins_per_s=round(clients / connect_s, 1) if connect_s else None,
+        connect_driver_cpu_frac=round(joined.report.driver_cpu_frac, 3),
+        server_cpu_ms_per_join=round(joined.server_cpu_s / clients * 1e3, 3),
+        rss_per_client_kib=joined.rss_per_client_kib,
     )
     benchmark.extra_info.update(info, transport=transport)
-    assert_delivered(window)
+    assert_delivered(joined.window)

@@ -6,22 +6,13 @@
 from __future__ import annotations
 
 import pytest
+from test_report_hostile import DELIVERED
 
 from bench import report
 from bench.report_tls import tls_section, tls_targets
 from bench.targets import TLS_JOIN_CLIENTS, TLS_JOIN_TARGET_S
 
 TLS_TARGET_COUNT = 4
-DELIVERED = {
-    "expected": 1000,
-    "delivered": 1000,
-    "lost": 0,
-    "duplicates": 0,
-    "out_of_order": 0,
-    "unexpected": 0,
-    "timed_out": False,
-    "wall_s": 1.0,
-}
 
 
 def tls_met() -> list[dict]:

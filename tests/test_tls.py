@@ -10,16 +10,15 @@ import select
 import signal
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
-from client_helpers import REPO, run_piped
+from client_helpers import run_piped
 from conftest import Peer, room, running, start_server
-from test_bounds import read_to_the_end
-from tls_helpers import TlsFiles
+from test_bounds import assert_slow_consumer_cut_alone, read_to_the_end
+from test_process import stop_and_expect_goodbye
+from tls_helpers import TlsFiles, server_start_failure
 
 from chat.tls import TlsStream, server_context
 
@@ -144,35 +143,7 @@ def wait_for(condition, timeout_s: float = 5.0) -> None:
 
 def test_slow_consumer_over_tls_is_cut_alone_with_whole_lines_then_the_reason(tls_files):
     with running(max_pending=256 * 1024, **tls_files.server_options()) as srv:
-        context = tls_files.client_context()
-        raw = socket.socket()
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        raw.settimeout(5)
-        raw.connect(srv.address)
-        stalled = context.wrap_socket(raw, server_hostname="127.0.0.1")
-        stalled.sendall(b"stalled\n")
-        welcome = b""
-        while b"* welcome" not in welcome:  # joined; from now on it never reads until it is cut
-            welcome += stalled.recv(4096)
-        alice, bob = room(srv, "alice", "bob", tls=context)
-        line = "x" * 1000
-        notices = []
-        for i in range(0, 20_000, 100):  # 20 MB; bob keeps up
-            alice.send_raw("".join(f"{i + j} {line}\n" for j in range(100)).encode())
-            for j in range(100):
-                text = bob.expect(lambda x: x.startswith("alice: ") or notices.append(x), 20)
-                assert text.startswith(f"alice: {i + j} ")
-        notices += bob.collect(0.5)
-        assert notices == ["* stalled was disconnected: too slow to read"]
-        assert srv.stats()["slow_consumers"] == 1
-        lines = read_to_the_end(stalled)
-        assert lines[:2] == ["* alice joined the chat", "* bob joined the chat"]
-        assert lines[-1] == (
-            "! disconnected: you stopped reading and over 262144 bytes were queued for you"
-        )
-        chat = lines[2:-1]
-        assert chat == [f"alice: {n} {line}" for n in range(len(chat))] and len(chat) > 100
-        stalled.close()
+        assert_slow_consumer_cut_alone(srv, tls=tls_files.client_context())
 
 
 def test_shutdown_says_goodbye_over_tls(tls_files: TlsFiles):
@@ -181,13 +152,7 @@ def test_shutdown_says_goodbye_over_tls(tls_files: TlsFiles):
     alice = Peer(server.address, "alice", tls=context)
     bob = Peer(server.address, "bob", tls=context)
     alice.expect_line("* bob joined the chat")
-    started = time.monotonic()
-    server.proc.send_signal(signal.SIGTERM)
-    assert server.proc.wait(5) == 0
-    assert time.monotonic() - started < 2.0
-    assert alice.wait_closed() == ["* server is shutting down, goodbye"]
-    assert bob.wait_closed() == ["* server is shutting down, goodbye"]
-    assert "Traceback" not in server.stderr_text
+    stop_and_expect_goodbye(server, signal.SIGTERM, alice, bob)
 
 
 @pytest.mark.parametrize("which", ["missing", "not a certificate"])
@@ -195,16 +160,7 @@ def test_unusable_certificate_is_one_line_and_exit_one(tls_files: TlsFiles, tmp_
     cert = tmp_path / "nothing.pem"
     if which == "not a certificate":
         cert.write_text("hello\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "chat.server", "--port", "0", "--tls-cert", str(cert)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=30,
-    )
-    assert done.returncode == 1
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1 and "TLS" in lines[0] and "Traceback" not in done.stderr, lines
+    assert "TLS" in server_start_failure("--tls-cert", str(cert))
 
 
 def test_tls_stream_counts_unsent_ciphertext_as_refused_and_sends_every_byte_once(tls_files):

@@ -14,7 +14,14 @@ import pytest
 
 from harness.certs import TlsFiles, make_tls_files
 
-__all__ = ["PASSWORD", "TlsFiles", "hash_password", "password_file", "tls_files"]
+__all__ = [
+    "PASSWORD",
+    "TlsFiles",
+    "hash_password",
+    "password_file",
+    "server_start_failure",
+    "tls_files",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery staple"
@@ -45,3 +52,18 @@ def password_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("password") / "chat.pass"
     path.write_text(hash_password(PASSWORD))
     return path
+
+
+def server_start_failure(*args: str) -> str:
+    """Start `python -m chat.server --port 0 ARGS`, which must stop at once with exit status 1
+    and one line on stderr, no traceback; that line."""
+    done = subprocess.run(
+        [sys.executable, "-m", "chat.server", "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+    )
+    lines = done.stderr.splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    return lines[0]
