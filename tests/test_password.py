@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from client_helpers import run_piped
+from client_helpers import pty_output, run_piped
 from conftest import Peer, running, start_server
 from tls_helpers import PASSWORD, TlsFiles, hash_password, server_start_failure
 
@@ -128,5 +128,17 @@ def test_the_client_presents_chat_password_from_the_environment(password_file: P
         assert wrong.returncode == 1
         assert "! wrong password, closing" in wrong.stdout
         assert len(wrong.stderr.splitlines()) == 1 and "Traceback" not in wrong.stderr
+    finally:
+        server.stop()
+
+
+def test_the_client_asks_for_the_password_without_echo_on_a_terminal(password_file, pty_client):
+    server = start_server("--quiet", "--lang", "en", "--password-file", str(password_file))
+    try:
+        child = pty_client(server.port, "--password", "--name", "alice")
+        child.expect_exact("password: ")
+        child.sendline(PASSWORD)
+        child.expect_exact("* welcome, alice!")
+        assert PASSWORD.encode() not in pty_output(child)  # never echoed
     finally:
         server.stop()
