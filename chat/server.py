@@ -22,6 +22,7 @@ from chat import protocol
 from chat.admission import Admission
 from chat.config import Config
 from chat.delivery import Delivery, make_delivery
+from chat.parking import Parking, read_with_timeout
 from chat.password import PasswordCheck, PasswordFileError, load_password_file
 from chat.registry import Registry
 from chat.session import COUNTERS, Session
@@ -76,6 +77,7 @@ class ChatServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._listeners: dict[socket.socket, ssl.SSLContext | None] = {}
         self._spare_fd = _open_spare_fd()
+        self.parking = Parking()  # where quiet readers wait (chat/parking.py)
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -132,6 +134,7 @@ class ChatServer:
         deadline = time.monotonic() + SHUTDOWN_JOIN_S
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        self.parking.close()
         self.delivery.close()
         self._wake_r.close()
         self._wake_w.close()
@@ -214,6 +217,7 @@ class ChatServer:
 
     def _admit(self, sock: socket.socket, host: str, port: int, tls: ssl.SSLContext | None) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        read_with_timeout(sock)  # quiet readers park (chat/parking.py)
         refusal = self._refusal(host)
         if refusal is not None:
             log.warning("refused %s:%s: %s", host, port, refusal)

@@ -59,6 +59,7 @@ class Session:
         self.server = server
         # Plain clients' outbox and reader use the socket itself; TLS is chosen here, once.
         self.sock: Stream = sock if tls is None else TlsStream(sock, tls)
+        self.raw = sock  # what the reaper watches while this thread is parked
         self.authenticated = server.password is None
         self.host = host
         self.peer = f"{host}:{port}"
@@ -72,6 +73,7 @@ class Session:
         self.bytes_in = 0
         self.deliveries_out = 0
         self.throttled = 0  # times its reader stopped reading because it was over budget
+        self.ended = False  # _finish has run
 
     def _overflowed(self) -> None:
         self.server.slow_consumer(self)
@@ -125,7 +127,13 @@ class Session:
 
     def _read(self) -> list[bytes | LineTooLong] | None:
         """The lines of one read; None when the client closed (or was shut down)."""
-        data = self.sock.recv(RECV_BYTES)
+        while True:
+            try:
+                data = self.sock.recv(RECV_BYTES)
+                break
+            except BlockingIOError:  # quiet a while: wait in the reaper's selector (parking.py)
+                if not self.server.parking.park(self.raw, self._finish):
+                    return None
         if not data:
             return None
         self.bytes_in += len(data)
@@ -134,6 +142,10 @@ class Session:
         return lines
 
     def _finish(self) -> None:
+        """The end, once: by this thread, or by the reaper while this thread is parked."""
+        if self.ended:
+            return
+        self.ended = True
         server = self.server
         if server.registry.remove(self):
             if self.reason == "slow consumer":

@@ -102,7 +102,7 @@ class TlsStream:
             if done:
                 self._ready = True
                 return
-            data = self.sock.recv(HANDSHAKE_RECV_BYTES)
+            data = self._handshake_bytes()
             if not data:
                 raise HandshakeFailed("closed by the client")
             if first and data[0] != TLS_HANDSHAKE_RECORD:
@@ -110,10 +110,20 @@ class TlsStream:
             first = False
             self._incoming.write(data)
 
+    def _handshake_bytes(self) -> bytes:
+        """The client's next handshake bytes, however long they take: the server's handshake
+        deadline shuts the socket down, which ends this."""
+        while True:
+            try:
+                return self.sock.recv(HANDSHAKE_RECV_BYTES)
+            except BlockingIOError:  # the receive timeout quiet readers park by (parking.py)
+                continue
+
     # --- reading, in the session thread --------------------------------------------------------
 
     def recv(self, size: int) -> bytes:
-        """Plaintext, blocking; b"" once the client closed (close_notify or TCP)."""
+        """Plaintext, blocking; b"" once the client closed (close_notify or TCP). The raw
+        socket's BlockingIOError (its receive timeout) passes through, nothing consumed."""
         while True:
             with self._lock:
                 data = self._decrypted(size)

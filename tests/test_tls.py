@@ -20,6 +20,7 @@ from test_bounds import assert_slow_consumer_cut_alone, read_to_the_end
 from test_process import stop_and_expect_goodbye
 from tls_helpers import TlsFiles, server_start_failure
 
+from chat.parking import PARK_AFTER_S
 from chat.tls import TlsStream, server_context
 
 NOT_TLS_LINE = (
@@ -161,6 +162,17 @@ def test_unusable_certificate_is_one_line_and_exit_one(tls_files: TlsFiles, tmp_
     if which == "not a certificate":
         cert.write_text("hello\n")
     assert "TLS" in server_start_failure("--tls-cert", str(cert))
+
+
+def test_quiet_tls_clients_park_wake_for_their_next_line_and_are_ended_when_gone(tls_files):
+    with running(**tls_files.server_options()) as srv:
+        alice, bob = room(srv, "alice", "bob", tls=tls_files.client_context())
+        time.sleep(PARK_AFTER_S * 2.5)  # both readers are parked in the reaper's selector now
+        alice.send("still here")
+        bob.expect_line("alice: still here")
+        time.sleep(PARK_AFTER_S * 2.5)
+        bob.close()  # gone while parked: the reaper ends its session
+        alice.expect_line("* bob left the chat.")
 
 
 def test_tls_stream_counts_unsent_ciphertext_as_refused_and_sends_every_byte_once(tls_files):
