@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chat-server",
         description="A multi-user TCP chat server, one thread per client (docs/PROTOCOL.md).",
+        epilog="`chat-server hash-password > FILE` writes a --password-file: the password is "
+        "read without echo, or as the first line of standard input when it is not a terminal.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     for title, options in CONFIG_OPTIONS.items():
