@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import re
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ import pytest
 from bench.servers import SERVER_KINDS, start_server
 from bench.swarm import Swarm
 from harness import ServerProcess
+from harness.certs import TlsFiles, make_tls_files
 
 FULL_CLIENTS = (2, 10, 100, 500, 1000)
 QUICK_CLIENTS = (2, 10)
@@ -289,11 +291,12 @@ def threaded() -> Iterator[Callable[..., ServerProcess]]:
 
 @pytest.fixture
 def swarms() -> Iterator[Callable[..., Swarm]]:
-    """Make swarms of any server, client names starting with `prefix`; all closed afterwards."""
+    """Make swarms of any server, client names starting with `prefix` (over TLS with the client
+    context `tls`); all closed afterwards."""
     made: list[Swarm] = []
 
-    def make(server: ServerProcess, prefix: str = "c") -> Swarm:
-        swarm = Swarm(server.address, prefix)
+    def make(server: ServerProcess, prefix: str = "c", tls: ssl.SSLContext | None = None) -> Swarm:
+        swarm = Swarm(server.address, prefix, tls)
         made.append(swarm)
         return swarm
 
@@ -302,6 +305,12 @@ def swarms() -> Iterator[Callable[..., Swarm]]:
     finally:
         for swarm in made:
             swarm.close()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """An ECDSA P-256 CA and server certificate for the TLS cases (bench/test_tls.py)."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

@@ -17,12 +17,14 @@ import errno
 import fcntl
 import gc
 import socket
+import ssl
 import struct
 import termios
 import time
 from collections.abc import Iterable
 
 from bench.swarm_client import (
+    NOT_NOW,
     READ,
     READABLE,
     RECV_BYTES,
@@ -35,6 +37,7 @@ from bench.swarm_send import PacedSender, SenderPlan, burst, next_due_wait_ns
 from bench.swarm_verify import Verdict, percentile_ms, verify_reader
 from bench.swarm_window import DRIVER_SATURATED_FRACTION, ConnectReport, DriveReport, DriveState
 from chat.cli import raise_open_files_limit
+from chat.protocol import encode_line, password_line
 
 __all__ = [
     "CONNECT_WAVE",
@@ -59,10 +62,20 @@ IDLE_TIMEOUT_S = 10.0
 class Swarm:
     """Many clients of one server, driven from one epoll loop."""
 
-    def __init__(self, address: tuple[str, int], prefix: str = "c") -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        prefix: str = "c",
+        tls: ssl.SSLContext | None = None,
+        password: str | None = None,
+    ) -> None:
+        """A swarm of the server at `address`, clients named `prefix` + index; over TLS with
+        the client context `tls`; presenting `password` before each name."""
         raise_open_files_limit()
         self.address = address
         self.prefix = prefix
+        self.tls = tls
+        self.hello = encode_line(password_line(password)) if password is not None else b""
         self.clients: list[Client] = []
         self.poller = Poller()
         self.sent: dict[int, int] = {}
@@ -118,7 +131,11 @@ class Swarm:
     def _advance_join(self, client: Client, mask: int) -> bool:
         """One step of a client's join; True when it has just been welcomed."""
         if client.state == "connecting" and mask & WRITE:
-            client.send_name()
+            client.connected(self.tls, self.hello)
+            self.poller.modify(client, client.events)
+            return False
+        if client.state == "handshaking":
+            client.shake(self.hello)
             self.poller.modify(client, client.events)
             return False
         if not mask & READABLE:
@@ -250,6 +267,7 @@ class Swarm:
         The per-read path of the whole benchmark: everything it uses is a local.
         """
         clients, flush = self.poller.clients, self.poller.flush
+        tls = self.tls is not None
         readers, done = window.readers, window.done
         monotonic_ns = time.monotonic_ns
         last_read_ns = window.last_read_ns
@@ -262,10 +280,12 @@ class Swarm:
                     continue
                 try:
                     size = client.sock.recv_into(rbuf)
-                except (BlockingIOError, InterruptedError):
+                except NOT_NOW:
                     continue
                 except OSError:
                     size = 0
+                if tls and size:
+                    size = more_records(client.sock, rview, size)
                 if size:
                     stamp = last_read_ns = monotonic_ns()
                     data = rview[:size].tobytes()
@@ -350,3 +370,17 @@ class Swarm:
         for client in self.clients:
             self.poller.close_client(client)
         self.poller.close()
+
+
+def more_records(sock: socket.socket, view: memoryview, size: int) -> int:
+    """A TLS socket's read gives one record (16 KiB at most): add the records that have arrived
+    behind it, so a TLS client's read is one chunk as a plain one's is."""
+    try:
+        while size < len(view):
+            got = sock.recv_into(view[size:])
+            if not got:
+                break  # the end: the next read sees it
+            size += got
+    except OSError:  # nothing more now (or gone: the next read sees that too)
+        pass
+    return size

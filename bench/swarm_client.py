@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import select
 import socket
+import ssl
 
 from chat.protocol import (
     DELIMITER,
@@ -33,6 +34,8 @@ READABLE = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
 # How notices and errors start, at the start of a read and after a newline: not chat lines.
 SERVER_LINE_PREFIXES = (NOTICE_PREFIX.encode(ENCODING), ERROR_PREFIX.encode(ENCODING))
 SERVER_LINE_STARTS = tuple(DELIMITER + prefix for prefix in SERVER_LINE_PREFIXES)
+# A non-blocking TLS socket says "not now" with these instead of BlockingIOError.
+NOT_NOW = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class SwarmError(RuntimeError):
@@ -68,12 +71,38 @@ class Client:
         self.woff = 0
         self.events = WRITE
 
-    def send_name(self) -> None:
-        """Connected: check the connect worked, send the name, start reading the greeting."""
+    def connected(self, tls: ssl.SSLContext | None, hello: bytes) -> None:
+        """Connected: check the connect worked; then the TLS handshake (if any) and the name,
+        after `hello` (the password line, if any)."""
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             raise SwarmError(f"{self.name}: connect failed: {errno.errorcode.get(err, err)}")
-        self.sock.send(encode_line(self.name))
+        if tls is None:
+            self.send_name(hello)
+            return
+        host = self.sock.getpeername()[0]
+        self.sock = tls.wrap_socket(self.sock, server_hostname=host, do_handshake_on_connect=False)
+        self.state = "handshaking"
+        self.shake(hello)
+
+    def shake(self, hello: bytes) -> None:
+        """One step of the TLS handshake; the name once it is done."""
+        assert isinstance(self.sock, ssl.SSLSocket)
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.events = READ
+            return
+        except ssl.SSLWantWriteError:
+            self.events = WRITE
+            return
+        except ssl.SSLError as exc:
+            raise SwarmError(f"{self.name}: TLS handshake failed: {exc}") from None
+        self.send_name(hello)
+
+    def send_name(self, hello: bytes) -> None:
+        """Send the name (after `hello`), start reading the greeting."""
+        self.sock.send(hello + encode_line(self.name))
         self.state = "joining"
         self.joining = (LineDecoder(max_line_bytes=RECV_BYTES), ClientHandshake())
         self.events = READ
@@ -152,7 +181,7 @@ class Poller:
             while client.woff < len(buf):
                 try:
                     sent = client.sock.send(view[client.woff : client.woff + SEND_BYTES])
-                except (BlockingIOError, InterruptedError):
+                except NOT_NOW:
                     break
                 except OSError:
                     client.woff = len(buf)
@@ -172,7 +201,7 @@ class Poller:
         """What one recv gives: None when nothing is there yet, b"" (and closed) at EOF."""
         try:
             data = client.sock.recv(JOIN_RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
+        except NOT_NOW:
             return None
         except OSError:
             data = b""

@@ -22,19 +22,21 @@ from typing import cast
 from chat.outbox import (
     CHUNK_OVERHEAD_BYTES,
     OPEN,
+    SEND_FLAGS,
     CutReason,
     Ledger,
     QueuedOutbox,
     S,
+    Stream,
     closed,
     drop_all,
     settle_idle,
     take,
 )
+from chat.tls import committed_tail
 
 log = logging.getLogger("chat.server")
 
-SEND_FLAGS = getattr(socket, "MSG_DONTWAIT", 0) | getattr(socket, "MSG_NOSIGNAL", 0)
 # How long a cut client's last line (why it was cut) may wait for room in its kernel buffer: a
 # client that was only paused for a moment learns why, after whole lines only. It costs one short
 # line and a socket held a little longer; its reader thread ends at once.
@@ -314,7 +316,7 @@ class WriterLoop:
                 return
             box.to(S.DEAD)
             freed = drop_all(box)
-            box.last_line = _own_line(box.leftover, box.last_line)
+            box.last_line = _own_line(committed_tail(box.sock, box.leftover), box.last_line)
             box.retire_at = time.monotonic() + KILL_LINGER_S
         self._forget(box)
         self.ledger.add(-freed)
@@ -350,7 +352,7 @@ class WriterLoop:
             return
         if box.leftover is not None:  # cut while retiring: finish the line in flight first
             with box.lock:
-                box.last_line = _own_line(box.leftover, box.last_line)
+                box.last_line = _own_line(committed_tail(box.sock, box.leftover), box.last_line)
             self._forget(box)
         if not self._tail_sent(box):
             return  # back here when writable, or at its deadline
@@ -386,7 +388,7 @@ class WriterLoop:
             box.registered = False
 
 
-def hang_up(sock: socket.socket, last_line: bytes) -> None:
+def hang_up(sock: Stream, last_line: bytes) -> None:
     """Best-effort, never-blocking last line (this client may be the one not reading), then
     shutdown, which wakes the reader thread blocked in recv on this socket."""
     if last_line:
