@@ -273,7 +273,11 @@ class TlsStream:
 
 
 def _wait_writable(sock: socket.socket) -> None:
-    select.select([], [sock], [])
+    """Block until `sock` can take more (poll: select() cannot watch a descriptor above 1023,
+    and a server with thousands of clients has many)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    poller.poll()
 
 
 def committed_tail(sock: object, leftover: bytes | memoryview | None) -> bytes | memoryview | None:
