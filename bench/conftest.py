@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import re
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from bench.peers import peer_missing
 from bench.servers import PEER_KINDS, SERVER_KINDS, start_server, wire_for
 from bench.swarm import Swarm
 from harness import ServerProcess
+from harness.certs import TlsFiles, make_tls_files
 
 FULL_CLIENTS = (2, 10, 100, 500, 1000)
 QUICK_CLIENTS = (2, 10)
@@ -293,11 +295,12 @@ def threaded() -> Iterator[Callable[..., ServerProcess]]:
 
 @pytest.fixture
 def swarms() -> Iterator[Callable[..., Swarm]]:
-    """Make swarms of any server, client names starting with `prefix`; all closed afterwards."""
+    """Make swarms of any server, client names starting with `prefix` (over TLS with the client
+    context `tls`); all closed afterwards."""
     made: list[Swarm] = []
 
-    def make(server: ServerProcess, prefix: str = "c") -> Swarm:
-        swarm = Swarm(server.address, prefix, wire_for(server.label))
+    def make(server: ServerProcess, prefix: str = "c", tls: ssl.SSLContext | None = None) -> Swarm:
+        swarm = Swarm(server.address, prefix, tls, wire=wire_for(server.label))
         made.append(swarm)
         return swarm
 
@@ -306,6 +309,12 @@ def swarms() -> Iterator[Callable[..., Swarm]]:
     finally:
         for swarm in made:
             swarm.close()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """An ECDSA P-256 CA and server certificate for the TLS cases (bench/test_tls.py)."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

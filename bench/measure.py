@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from bench.swarm import (
     DRIVER_SATURATED_FRACTION,
     IDLE_TIMEOUT_S,
+    ConnectReport,
     DriveReport,
     SenderPlan,
     Swarm,
@@ -77,6 +78,38 @@ def drive_once(
     window.server_cpu_s += server.cpu_s() - cpu0
     window.machine_busy_s += machine_busy_s() - busy0
     window.driver_page_faults += page_faults() - faults0
+
+
+@dataclass
+class Joined:
+    """A timed join (`timed_join`) and the broadcast after it."""
+
+    report: ConnectReport
+    server_cpu_s: float  # the server's CPU while the clients joined
+    rss_before: int
+    rss_after: int
+    window: Window  # the broadcast that reached every client, verified
+
+    @property
+    def rss_per_client_kib(self) -> float:
+        return round((self.rss_after - self.rss_before) / self.report.count / 1024, 2)
+
+
+def timed_join(benchmark, server: ServerProcess, swarm: Swarm, clients: int) -> Joined:
+    """All clients connect and are welcomed (the timed part, one benchmark round), then one
+    broadcast reaches them all (checked). Set benchmark.group first."""
+    rss_before, cpu_before = server.rss_bytes(), server.cpu_s()
+    report = benchmark.pedantic(
+        lambda: swarm.connect(clients, timeout_s=JOIN_TIMEOUT_S), rounds=1, iterations=1
+    )
+    server_cpu_s = server.cpu_s() - cpu_before
+    swarm.settle(quiet_s=0.5, timeout_s=120.0)
+    rss_after = server.rss_bytes()
+    window = Window()
+    swarm.begin_window()
+    drive_once(window, server, swarm, [SenderPlan(0, 1)], timeout_s=60.0)
+    finish(window, swarm)
+    return Joined(report, server_cpu_s, rss_before, rss_after, window)
 
 
 def page_faults() -> int:

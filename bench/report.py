@@ -31,6 +31,7 @@ from bench.report_plots import write_plots
 from bench.report_rows import NOISY_OTHER_LOAD, SERVER_LABELS, Rows, load, rows_of
 from bench.report_tables import case_sections, console_summary, headlines
 from bench.report_targets import MET, MISSED, NO_DATA, Target, problems, targets
+from bench.report_tls import tls_section
 
 # What other modules and the tests reach through bench.report.
 __all__ = [
@@ -101,6 +102,7 @@ def render(machine: dict, rows: Rows, plots: list[Path], source: Path, out: Path
     if (out / "PROFILE.md").exists():
         parts += ["Profile findings for the missed targets: [PROFILE.md](PROFILE.md).", ""]
     parts += case_sections(rows)
+    parts += tls_section(rows)
     parts += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(parts) + "\n"
 

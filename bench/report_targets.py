@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from bench.report_hostile import hostile_targets
 from bench.report_rows import BASELINE, Rows, by_case, delivery_cell, fmt
+from bench.report_tls import tls_targets
 from bench.targets import (
     CAPACITY_CLIENTS,
     JOIN_TARGET_S,
@@ -61,6 +62,7 @@ def targets(rows: Rows) -> list[Target]:
         driver_target(rows),
         server_stall_target(rows),
         *hostile_targets(rows),
+        *tls_targets(rows),
     ]
 
 

@@ -17,6 +17,7 @@ import errno
 import fcntl
 import gc
 import socket
+import ssl
 import struct
 import termios
 import time
@@ -25,6 +26,7 @@ from functools import partial
 
 from bench.swarm_arena import ReceiveArena
 from bench.swarm_client import (
+    NOT_NOW,
     READ,
     READABLE,
     WRITE,
@@ -32,11 +34,19 @@ from bench.swarm_client import (
     Poller,
     SwarmError,
 )
-from bench.swarm_send import PacedSender, SenderPlan, Watch, burst, next_due_wait_ns
+from bench.swarm_send import (
+    PacedSender,
+    SenderPlan,
+    Watch,
+    burst,
+    expected_bytes,
+    next_due_wait_ns,
+)
 from bench.swarm_verify import Verdict, percentile_ms, verify_reader
 from bench.swarm_window import DRIVER_SATURATED_FRACTION, ConnectReport, DriveReport, DriveState
 from bench.wire import CHAT_WIRE, ChatWire
 from chat.cli import raise_open_files_limit
+from chat.protocol import encode_line, password_line
 
 __all__ = [
     "CONNECT_WAVE",
@@ -62,11 +72,21 @@ class Swarm:
     """Many clients of one server, driven from one epoll loop."""
 
     def __init__(
-        self, address: tuple[str, int], prefix: str = "c", wire: ChatWire = CHAT_WIRE
+        self,
+        address: tuple[str, int],
+        prefix: str = "c",
+        tls: ssl.SSLContext | None = None,
+        password: str | None = None,
+        wire: ChatWire = CHAT_WIRE,
     ) -> None:
+        """A swarm of the server at `address`, clients named `prefix` + index; over TLS with
+        the client context `tls`; presenting `password` before each name; speaking `wire`
+        (the chat protocol, or a peer's: bench/wire.py)."""
         raise_open_files_limit()
         self.address = address
         self.prefix = prefix
+        self.tls = tls
+        self.hello = encode_line(password_line(password)) if password is not None else b""
         self.wire = wire
         self.clients: list[Client] = []
         self.poller = Poller()
@@ -124,7 +144,11 @@ class Swarm:
     def _advance_join(self, client: Client, mask: int) -> bool:
         """One step of a client's join; True when it has just been welcomed."""
         if client.state == "connecting" and mask & WRITE:
-            client.send_name()
+            client.connected(self.tls, self.hello)
+            self.poller.modify(client, client.events)
+            return False
+        if client.state == "handshaking":
+            client.shake(self.hello)
             self.poller.modify(client, client.events)
             return False
         if not mask & READABLE:
@@ -260,6 +284,7 @@ class Swarm:
         the arena's reserved blocks, so no read allocates or touches a fresh page.
         """
         clients, flush = self.poller.clients, self.poller.flush
+        tls = self.tls is not None
         readers, done = window.readers, window.done
         monotonic_ns = time.monotonic_ns
         arena = self.arena
@@ -273,10 +298,12 @@ class Swarm:
             room = arena.room()
             try:
                 size = client.sock.recv_into(room)
-            except (BlockingIOError, InterruptedError):
+            except NOT_NOW:
                 continue
             except OSError:
                 size = 0
+            if tls and size:
+                size = more_records(client.sock, room, size)
             if size:
                 stamp = last_read_ns = monotonic_ns()
                 client.chunks.append((stamp, arena.take(room, size)))
@@ -377,15 +404,15 @@ class Swarm:
         self.arena.release()
 
 
-# What a probe line adds to its text: the sender's name (a few characters), ": " and "\n".
-LINE_OVERHEAD_BYTES = 32
-# A probe's text is at least its header: "#SEQ SENT_NS INTENDED_NS".
-PROBE_HEADER_BYTES = 48
-
-
-def expected_bytes(plans: list[SenderPlan], readers: list[Client]) -> int:
-    """About what `readers` will receive of `plans` (a little more rather than less)."""
-    line = LINE_OVERHEAD_BYTES
-    size = {p.index: p.count * (max(p.size, PROBE_HEADER_BYTES) + line) for p in plans}
-    total = sum(size.values())
-    return sum(total - size.get(reader.index, 0) for reader in readers)
+def more_records(sock: socket.socket, view: memoryview, size: int) -> int:
+    """A TLS socket's read gives one record (16 KiB at most): add the records that have arrived
+    behind it, so a TLS client's read is one chunk as a plain one's is."""
+    try:
+        while size < len(view):
+            got = sock.recv_into(view[size:])
+            if not got:
+                break  # the end: the next read sees it
+            size += got
+    except OSError:  # nothing more now (or gone: the next read sees that too)
+        pass
+    return size

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import select
 import socket
+import ssl
 
 from bench.wire import CHAT_WIRE, MAX_LINE_BYTES, ChatWire, Greeting, Refused
 
@@ -20,6 +21,8 @@ READ = select.EPOLLIN
 WRITE = select.EPOLLOUT
 # Errors and hang-ups are reported as readable: the recv that follows sees them.
 READABLE = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
+# A non-blocking TLS socket says "not now" with these instead of BlockingIOError.
+NOT_NOW = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class SwarmError(RuntimeError):
@@ -59,12 +62,38 @@ class Client:
         self.woff = 0
         self.events = WRITE
 
-    def send_name(self) -> None:
-        """Connected: check the connect worked, send the name, start reading the greeting."""
+    def connected(self, tls: ssl.SSLContext | None, hello: bytes) -> None:
+        """Connected: check the connect worked; then the TLS handshake (if any) and the name,
+        after `hello` (the password line, if any)."""
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             raise SwarmError(f"{self.name}: connect failed: {errno.errorcode.get(err, err)}")
-        self.sock.send(self.wire.join_bytes(self.name))
+        if tls is None:
+            self.send_name(hello)
+            return
+        host = self.sock.getpeername()[0]
+        self.sock = tls.wrap_socket(self.sock, server_hostname=host, do_handshake_on_connect=False)
+        self.state = "handshaking"
+        self.shake(hello)
+
+    def shake(self, hello: bytes) -> None:
+        """One step of the TLS handshake; the name once it is done."""
+        assert isinstance(self.sock, ssl.SSLSocket)
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.events = READ
+            return
+        except ssl.SSLWantWriteError:
+            self.events = WRITE
+            return
+        except ssl.SSLError as exc:
+            raise SwarmError(f"{self.name}: TLS handshake failed: {exc}") from None
+        self.send_name(hello)
+
+    def send_name(self, hello: bytes) -> None:
+        """Send the name (after `hello`; the wire's join for a peer), start reading the greeting."""
+        self.sock.send(hello + self.wire.join_bytes(self.name))
         self.state = "joining"
         self.joining = self.wire.greeting()
         self.events = READ
@@ -137,7 +166,7 @@ class Poller:
             while client.woff < len(buf):
                 try:
                     sent = client.sock.send(view[client.woff : client.woff + SEND_BYTES])
-                except (BlockingIOError, InterruptedError):
+                except NOT_NOW:
                     break
                 except OSError:
                     client.woff = len(buf)
@@ -157,7 +186,7 @@ class Poller:
         """What one recv gives: None when nothing is there yet, b"" (and closed) at EOF."""
         try:
             data = client.sock.recv(JOIN_RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
+        except NOT_NOW:
             return None
         except OSError:
             data = b""

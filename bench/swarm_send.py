@@ -109,6 +109,7 @@ class Watch:
 
 
 class Pending(Protocol):
+    index: int
     pending: int
 
 
@@ -119,3 +120,17 @@ def next_due_wait_ns(paced: list[PacedSender], now_ns: int) -> int:
     """
     dues = (sender.due_ns for sender in paced if not sender.waiting)
     return min(dues, default=now_ns + IDLE_WAIT_NS) - now_ns
+
+
+# What a probe line adds to its text: the sender's name (a few characters), ": " and "\n".
+LINE_OVERHEAD_BYTES = 32
+# A probe's text is at least its header: "#SEQ SENT_NS INTENDED_NS".
+PROBE_HEADER_BYTES = 48
+
+
+def expected_bytes(plans: list[SenderPlan], readers: list[Pending]) -> int:
+    """About what `readers` will receive of `plans` (a little more rather than less)."""
+    line = LINE_OVERHEAD_BYTES
+    size = {p.index: p.count * (max(p.size, PROBE_HEADER_BYTES) + line) for p in plans}
+    total = sum(size.values())
+    return sum(total - size.get(reader.index, 0) for reader in readers)

@@ -8,6 +8,13 @@ from __future__ import annotations
 # Capacity: every full-sweep size joins within this many seconds.
 CAPACITY_CLIENTS = (1000, 10000)
 JOIN_TARGET_S = 10.0
+# TLS beside plain in the same run (bench/test_tls.py): burst fan-out over TLS at least this share
+# of plain, paced p99 over TLS at most this many times plain, this many TLS clients joined within
+# TLS_JOIN_TARGET_S, nothing lost in any TLS case.
+TLS_BURST_VS_PLAIN_MIN = 0.5
+TLS_PACED_P99_VS_PLAIN_MAX = 1.3
+TLS_JOIN_CLIENTS = 10000
+TLS_JOIN_TARGET_S = 30.0
 # Rate sweep: the default server keeps up (delivers this share of the offered rate) at each rate.
 REQUIRED_RATES_PER_S = (1000, 2000, 4000, 8000)
 KEPT_UP_FRACTION = 0.9

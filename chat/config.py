@@ -55,3 +55,7 @@ class Config:
     delivery: str = "queued"
     writers: int = 1
     lang: str = "en"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_port: int | None = None
+    password_file: str | None = None

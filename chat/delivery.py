@@ -32,7 +32,6 @@ stalled reader blocks every sender that reaches it.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -52,6 +51,7 @@ from chat.outbox import (
     Outbox,
     QueuedOutbox,
     S,
+    Stream,
     owes,
 )
 from chat.writer import WriterLoop, hang_up
@@ -83,7 +83,7 @@ BoxT = TypeVar("BoxT", bound=Outbox)
 class Delivery(Protocol[BoxT]):
     """What the server needs from a delivery strategy (each has its own outbox class)."""
 
-    def outbox(self, sock: socket.socket, on_overflow: Callable[[], None]) -> BoxT: ...
+    def outbox(self, sock: Stream, on_overflow: Callable[[], None]) -> BoxT: ...
     def send(self, box: BoxT, data: bytes) -> None: ...
     def broadcast(
         self, sender: BoxT | None, recipients: Iterable[BoxT], lines: Sequence[bytes]
@@ -119,7 +119,7 @@ class QueuedDelivery:
         for loop in self._loops:
             loop.thread.start()
 
-    def outbox(self, sock: socket.socket, on_overflow: Callable[[], None]) -> QueuedOutbox:
+    def outbox(self, sock: Stream, on_overflow: Callable[[], None]) -> QueuedOutbox:
         self._next = (self._next + 1) % len(self._loops)
         box = QueuedOutbox(sock, on_overflow, self.max_pending, self._loops[self._next])
         with self.ledger.lock:
@@ -236,7 +236,7 @@ class InlineOutbox(Outbox):
 
     __slots__ = ("lock", "closed", "sent_bytes")
 
-    def __init__(self, sock: socket.socket, on_overflow: Callable[[], None]) -> None:
+    def __init__(self, sock: Stream, on_overflow: Callable[[], None]) -> None:
         super().__init__(sock, on_overflow)
         self.lock = threading.Lock()
         self.closed = False
@@ -251,7 +251,7 @@ class InlineDelivery:
         self._live: set[InlineOutbox] = set()
         self._lock = threading.Lock()
 
-    def outbox(self, sock: socket.socket, on_overflow: Callable[[], None]) -> InlineOutbox:
+    def outbox(self, sock: Stream, on_overflow: Callable[[], None]) -> InlineOutbox:
         box = InlineOutbox(sock, on_overflow)
         with self._lock:
             self._live.add(box)

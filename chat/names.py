@@ -126,13 +126,25 @@ def name_key(name: str) -> str:
     return _name_key(name)
 
 
+KEY_ROUNDS: Final = 4  # every single character reaches its fixed point within three
+
+
 @lru_cache(maxsize=4096)
 def _name_key(name: str) -> str:
     try:
         compared = _COMPARED.enforce(name)
     except UnicodeEncodeError:
         return "\0" + name
-    return unicodedata.normalize("NFD", skeleton(compared).casefold())
+    # Case-folding a prototype can give a letter with a prototype of its own (U+048A's skeleton
+    # folds to a Cyrillic и, whose prototype is U+1D0E): fold and map again until nothing
+    # changes, so a key is its own key.
+    key = compared
+    for _ in range(KEY_ROUNDS):
+        folded = unicodedata.normalize("NFD", skeleton(key).casefold())
+        if folded == key:
+            break
+        key = folded
+    return key
 
 
 def skeleton(text: str) -> str:

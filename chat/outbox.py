@@ -9,17 +9,32 @@ moves boxes through their states; chat/delivery.py is what the server calls.
 from __future__ import annotations
 
 import enum
+import socket
 import struct
 import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    import socket
-
     from chat.writer import WriterLoop
+
+# Sends never block a writer (or the TLS layer's flush): what the kernel refuses waits.
+SEND_FLAGS = getattr(socket, "MSG_DONTWAIT", 0) | getattr(socket, "MSG_NOSIGNAL", 0)
+
+
+class Stream(Protocol):
+    """What an outbox writes to and its session reads from: a plain client's socket itself, or a
+    TLS client's chat.tls.TlsStream (same calls, encrypted on the way)."""
+
+    def recv(self, bufsize: int, /) -> bytes: ...
+    def send(self, data: bytes | memoryview, flags: int = ..., /) -> int: ...
+    def sendall(self, data: bytes, /) -> None: ...
+    def shutdown(self, how: int, /) -> None: ...
+    def close(self) -> None: ...
+    def fileno(self) -> int: ...
+
 
 RETIRE_LINGER_S = 1.0  # how long a leaving client's last lines may take to flush
 # What one queued chunk costs beyond its payload: the bytes object's header and its list slot.
@@ -93,7 +108,7 @@ class Outbox:
 
     __slots__ = ("sock", "on_overflow")
 
-    def __init__(self, sock: socket.socket, on_overflow: Callable[[], None]) -> None:
+    def __init__(self, sock: Stream, on_overflow: Callable[[], None]) -> None:
         self.sock = sock
         self.on_overflow = on_overflow
 
@@ -166,7 +181,7 @@ class QueuedOutbox(Outbox):
 
     def __init__(
         self,
-        sock: socket.socket,
+        sock: Stream,
         on_overflow: Callable[[], None],
         max_pending: int,
         loop: WriterLoop,

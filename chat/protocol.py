@@ -215,6 +215,22 @@ def private_message(command: Command) -> tuple[str, str] | None:
 
 
 STATS_COMMAND: Final = "stats"
+# `/pass PASSWORD`: the first line to a server started with a password (IRC's PASS); a server
+# without one ignores it, so a client may always send it.
+PASS_COMMAND: Final = "pass"
+
+
+def password_line(password: str) -> str:
+    """What a client sends to present `password`: `/pass PASSWORD`."""
+    return command_line(PASS_COMMAND, password)
+
+
+def presented_password(parsed: Message | Command | Leave | Refused | None) -> str | None:
+    """The password a parsed `/pass PASSWORD` line presents (blanks around it stripped); None
+    for any other line."""
+    if isinstance(parsed, Command) and parsed.name == PASS_COMMAND:
+        return parsed.arg
+    return None
 
 
 def command_line(name: str, arg: str = "") -> str:

@@ -12,6 +12,7 @@ import logging
 import os
 import selectors
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -21,9 +22,12 @@ from chat import protocol
 from chat.admission import Admission
 from chat.config import Config
 from chat.delivery import Delivery, make_delivery
+from chat.parking import Parking, read_with_timeout
+from chat.password import PasswordCheck, PasswordFileError, load_password_file
 from chat.registry import Registry
 from chat.session import COUNTERS, Session
 from chat.texts import Texts
+from chat.tls import server_context
 
 log = logging.getLogger("chat.server")
 
@@ -33,12 +37,22 @@ SHUTDOWN_JOIN_S: Final = 0.3  # then for reader threads (daemons: their sockets 
 ACCEPT_RETRY_S: Final = 0.05  # after an accept error nothing can fix at once
 
 
+class SetupError(Exception):
+    """The server cannot start as configured (TLS files, password file); str() is the one line
+    the operator reads."""
+
+
 class ChatServer:
     """A thread-per-client chat server. `bind()`, then `serve_forever()`; `stop()` from anywhere,
-    then `shutdown()`. `server_address` is where it listens once bound."""
+    then `shutdown()`. `server_address` is where it listens once bound (`--port`), `tls_address`
+    where it speaks TLS (the same address without `--tls-port`; None without TLS).
+
+    SetupError when the TLS or password files cannot be used."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.tls = _tls_context(config)
+        self.password = _password_check(config)
         self.texts = Texts(config.lang)
         self.registry: Registry[Session] = Registry()
         self.delivery: Delivery[Any] = make_delivery(
@@ -50,6 +64,7 @@ class ChatServer:
         )
         self.admission = Admission(config.max_per_address, config.new_per_address, config.exempt)
         self.server_address: tuple[str, int] | None = None
+        self.tls_address: tuple[str, int] | None = None
         self.stopping = threading.Event()
         self._lock = threading.Lock()  # guards the sets and dicts below and the retired totals
         self._sessions: dict[Session, threading.Thread] = {}
@@ -60,34 +75,47 @@ class ChatServer:
         self._slow_consumers = 0
         self._started = time.monotonic()
         self._wake_r, self._wake_w = socket.socketpair()
-        self._listener: socket.socket | None = None
+        self._listeners: dict[socket.socket, ssl.SSLContext | None] = {}
         self._spare_fd = _open_spare_fd()
+        self.parking = Parking()  # where quiet readers wait (chat/parking.py)
 
     # --- life cycle ----------------------------------------------------------------------------
 
     def bind(self) -> tuple[str, int]:
-        """Open the listening socket; returns the address actually bound (port 0 picks one)."""
+        """Open the listening sockets; returns the address actually bound for `--port` (port 0
+        picks one). With `--tls-port` a second one speaks TLS."""
+        config = self.config
+        plain_context = None if config.tls_port is not None else self.tls
+        self.server_address = self._listen(config.port, plain_context)
+        if config.tls_port is not None:
+            self.tls_address = self._listen(config.tls_port, self.tls)
+        elif self.tls is not None:
+            self.tls_address = self.server_address
+        return self.server_address
+
+    def _listen(self, port: int, tls: ssl.SSLContext | None) -> tuple[str, int]:
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-        self._listener = socket.create_server(
-            (self.config.host, self.config.port), family=family, backlog=LISTEN_BACKLOG
+        listener = socket.create_server(
+            (self.config.host, port), family=family, backlog=LISTEN_BACKLOG
         )
-        self._listener.setblocking(False)
-        host, port = self._listener.getsockname()[:2]
-        self.server_address = (host, port)
-        return host, port
+        listener.setblocking(False)
+        self._listeners[listener] = tls
+        host, bound = listener.getsockname()[:2]
+        return host, bound
 
     def serve_forever(self) -> None:
         """Accept connections until stop(); each gets its own session thread."""
-        listener = self._listener
-        assert listener is not None, "bind() first"
+        assert self._listeners, "bind() first"
         with selectors.DefaultSelector() as selector:
-            selector.register(listener, selectors.EVENT_READ)
+            for listener, tls in self._listeners.items():
+                selector.register(listener, selectors.EVENT_READ, tls)
             selector.register(self._wake_r, selectors.EVENT_READ)
             while not self.stopping.is_set():
                 for key, _ in selector.select(self._expire_unnamed()):
-                    if key.fileobj is listener:
-                        self._accept_ready(listener)
-        listener.close()
+                    if key.fileobj in self._listeners:
+                        self._accept_ready(key.fileobj, key.data)
+        for listener in self._listeners:
+            listener.close()
 
     def stop(self) -> None:
         """Ask serve_forever() to return. Safe from signal handlers and other threads."""
@@ -105,7 +133,11 @@ class ChatServer:
         self.delivery.farewell(boxes, line, SHUTDOWN_FLUSH_S)
         deadline = time.monotonic() + SHUTDOWN_JOIN_S
         for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            left = deadline - time.monotonic()
+            if left <= 0:  # join(0) on each of 10,000 threads alone takes half a second
+                break
+            thread.join(left)
+        self.parking.close()
         self.delivery.close()
         self._wake_r.close()
         self._wake_w.close()
@@ -158,7 +190,7 @@ class ChatServer:
 
     # --- accepting -----------------------------------------------------------------------------
 
-    def _accept_ready(self, listener: socket.socket) -> None:
+    def _accept_ready(self, listener: socket.socket, tls: ssl.SSLContext | None) -> None:
         while True:
             try:
                 sock, addr = listener.accept()
@@ -167,7 +199,7 @@ class ChatServer:
             except OSError as exc:
                 self._accept_failed(listener, exc)
                 return
-            self._admit(sock, addr[0], addr[1])
+            self._admit(sock, addr[0], addr[1], tls)
 
     def _accept_failed(self, listener: socket.socket, exc: OSError) -> None:
         """Out of descriptors: free the spare one, take the waiting client, tell it, close it;
@@ -186,14 +218,15 @@ class ChatServer:
             _refuse(sock, self.texts("full", limit=len(self._sessions)))
         self._spare_fd = _open_spare_fd()
 
-    def _admit(self, sock: socket.socket, host: str, port: int) -> None:
+    def _admit(self, sock: socket.socket, host: str, port: int, tls: ssl.SSLContext | None) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        read_with_timeout(sock)  # quiet readers park (chat/parking.py)
         refusal = self._refusal(host)
         if refusal is not None:
             log.warning("refused %s:%s: %s", host, port, refusal)
-            _refuse(sock, refusal)
+            _refuse(sock, refusal if tls is None else None)  # no plain text into TLS
             return
-        session = Session(self, sock, host, port)
+        session = Session(self, sock, host, port, tls)
         thread = threading.Thread(target=session.run, name=f"client-{session.peer}", daemon=True)
         with self._lock:
             self._sessions[session] = thread
@@ -259,10 +292,34 @@ class ChatServer:
         return True
 
 
-def _refuse(sock: socket.socket, text: str) -> None:
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    if config.tls_cert is None:
+        if config.tls_port is not None or config.tls_key is not None:
+            raise SetupError("--tls-port and --tls-key need --tls-cert")
+        return None
+    try:
+        return server_context(config.tls_cert, config.tls_key)
+    except ssl.SSLError as exc:
+        what = str(exc.reason or exc).lower().replace("_", " ")
+        raise SetupError(f"cannot use {config.tls_cert} for TLS: {what}") from None
+    except OSError as exc:
+        raise SetupError(f"cannot read the TLS certificate or key: {exc.strerror or exc}") from None
+
+
+def _password_check(config: Config) -> PasswordCheck | None:
+    if config.password_file is None:
+        return None
+    try:
+        return load_password_file(config.password_file)
+    except PasswordFileError as exc:
+        raise SetupError(str(exc)) from None
+
+
+def _refuse(sock: socket.socket, text: str | None) -> None:
     """One error line, never blocking (the connection is brand new), then close."""
-    with contextlib.suppress(OSError):
-        sock.send(protocol.encode_line(protocol.error_line(text)), socket.MSG_DONTWAIT)
+    if text is not None:
+        with contextlib.suppress(OSError):
+            sock.send(protocol.encode_line(protocol.error_line(text)), socket.MSG_DONTWAIT)
     sock.close()
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
-from chat import protocol
+from chat import gate, protocol
 from chat.delivery import Outbox
 from chat.flood import (
     COMMAND_COST_BYTES,
@@ -23,7 +24,9 @@ from chat.flood import (
     FloodBudget,
     delivery_cost,
 )
+from chat.outbox import Stream
 from chat.protocol import Command, Leave, LineTooLong, Message, Refused
+from chat.tls import TlsStream
 
 if TYPE_CHECKING:
     from chat.server import ChatServer
@@ -44,14 +47,24 @@ class Session:
     under its lock; `reason` by whoever cuts the client, under the server's lock.
     """
 
-    def __init__(self, server: ChatServer, sock: socket.socket, host: str, port: int) -> None:
+    def __init__(
+        self,
+        server: ChatServer,
+        sock: socket.socket,
+        host: str,
+        port: int,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         config = server.config
         self.server = server
-        self.sock = sock
+        # Plain clients' outbox and reader use the socket itself; TLS is chosen here, once.
+        self.sock: Stream = sock if tls is None else TlsStream(sock, tls)
+        self.raw = sock  # what the reaper watches while this thread is parked
+        self.authenticated = server.password is None
         self.host = host
         self.peer = f"{host}:{port}"
         self.name: str | None = None
-        self.box: Outbox = server.delivery.outbox(sock, self._overflowed)
+        self.box: Outbox = server.delivery.outbox(self.sock, self._overflowed)
         self.decoder = protocol.LineDecoder(config.max_line)
         self.budget = FloodBudget(config.flood_rate, config.flood_burst, time.monotonic())
         self.reason: str | None = None  # why the server disconnected it, if it did
@@ -60,6 +73,8 @@ class Session:
         self.bytes_in = 0
         self.deliveries_out = 0
         self.throttled = 0  # times its reader stopped reading because it was over budget
+        self.ended = False  # _finish has run
+        self.left_room: bool | None = None  # whether _leave_room took a name off the registry
 
     def _overflowed(self) -> None:
         self.server.slow_consumer(self)
@@ -69,7 +84,9 @@ class Session:
     def run(self) -> None:
         """The session's thread: greet, handshake, chat, and always finish."""
         try:
-            self.notice("hello")
+            if isinstance(self.sock, TlsStream) and not gate.secured(self, self.sock):
+                return
+            self.notice("hello" if self.authenticated else "hello_password")
             if self._handshake():
                 self._chat()
         except OSError:  # reset, broken pipe, shut down: the client is gone, nothing to report
@@ -87,6 +104,11 @@ class Session:
             if lines is None:
                 return False
             for index, line in enumerate(lines):
+                password = gate.password_verdict(self, line)
+                if password is not None:
+                    if password:
+                        continue
+                    return False
                 verdict = self._try_name(line)
                 if verdict is None:
                     continue
@@ -106,7 +128,13 @@ class Session:
 
     def _read(self) -> list[bytes | LineTooLong] | None:
         """The lines of one read; None when the client closed (or was shut down)."""
-        data = self.sock.recv(RECV_BYTES)
+        while True:
+            try:
+                data = self.sock.recv(RECV_BYTES)
+                break
+            except BlockingIOError:  # quiet a while: wait in the reaper's selector (parking.py)
+                if not self.server.parking.park(self.raw, self._finish, self._leave_room):
+                    return None
         if not data:
             return None
         self.bytes_in += len(data)
@@ -115,8 +143,12 @@ class Session:
         return lines
 
     def _finish(self) -> None:
+        """The end, once: by this thread, or by the reaper while this thread is parked."""
+        if self.ended:
+            return
+        self.ended = True
         server = self.server
-        if server.registry.remove(self):
+        if self._leave_room():
             if self.reason == "slow consumer":
                 log.warning("%s", server.texts("slow_consumer_left", name=self.name))
                 self.announce("slow_consumer_left", name=self.name)
@@ -125,6 +157,12 @@ class Session:
                 self.announce("left", name=self.name)
         server.delivery.retire(self.box)
         server.finished(self)
+
+    def _leave_room(self) -> bool:
+        """Off the registry, once (nobody sends to it any more); whether it had a name there."""
+        if self.left_room is None:
+            self.left_room = self.server.registry.remove(self)
+        return self.left_room
 
     # --- the handshake -------------------------------------------------------------------------
 

@@ -15,6 +15,11 @@ from typing import Final
 
 EN: Final[dict[str, str | tuple[str, ...]]] = {
     "hello": "hello! send your name: 1-32 letters, digits, _ - or .",
+    "hello_password": "hello! send /pass PASSWORD, then your name: 1-32 letters, digits, _ - or .",
+    "wrong_password": "wrong password, closing",
+    "password_required": "this server needs a password: send /pass PASSWORD first, closing",
+    "not_tls": "this port speaks TLS: connect with a TLS client (chat.client --tls, "
+    "openssl s_client -connect HOST:PORT -quiet)",
     "welcome": "welcome, {name}! {count} online: {names}",
     "more": "and {n} more",
     "joined": "{name} joined the chat",
@@ -65,6 +70,13 @@ EN: Final[dict[str, str | tuple[str, ...]]] = {
 
 RU: Final[dict[str, str | tuple[str, ...]]] = {
     "hello": "здравствуйте! отправьте своё имя: 1-32 символа (буквы, цифры, _ - или .)",
+    "hello_password": "здравствуйте! отправьте /pass ПАРОЛЬ, затем своё имя: 1-32 символа "
+    "(буквы, цифры, _ - или .)",
+    "wrong_password": "неверный пароль, соединение закрыто",
+    "password_required": "этому серверу нужен пароль: сначала отправьте /pass ПАРОЛЬ, "
+    "соединение закрыто",
+    "not_tls": "этот порт говорит по TLS: подключитесь клиентом TLS (chat.client --tls, "
+    "openssl s_client -connect HOST:PORT -quiet)",
     "welcome": "добро пожаловать, {name}! в чате {count:человек|человека|человек}: {names}",
     "more": "и ещё {n}",
     "joined": "{name} присоединился к чату!",

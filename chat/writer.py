@@ -22,19 +22,21 @@ from typing import cast
 from chat.outbox import (
     CHUNK_OVERHEAD_BYTES,
     OPEN,
+    SEND_FLAGS,
     CutReason,
     Ledger,
     QueuedOutbox,
     S,
+    Stream,
     closed,
     drop_all,
     settle_idle,
     take,
 )
+from chat.tls import committed_tail
 
 log = logging.getLogger("chat.server")
 
-SEND_FLAGS = getattr(socket, "MSG_DONTWAIT", 0) | getattr(socket, "MSG_NOSIGNAL", 0)
 # How long a cut client's last line (why it was cut) may wait for room in its kernel buffer: a
 # client that was only paused for a moment learns why, after whole lines only. It costs one short
 # line and a socket held a little longer; its reader thread ends at once.
@@ -42,6 +44,7 @@ KILL_LINGER_S = 5.0
 MAX_LINE_SEARCH_BYTES = 1 << 16  # far longer than any line the server sends
 STALLED_RECOUNT_S = 0.01  # how stale the stalled clients' total may be while a writer is busy
 FLUSH_ROUNDS = 4  # sends per turn for one client before the others get theirs
+ENDINGS_PER_PASS = 64  # connections closed per pass, after every client with lines waiting
 
 
 class Flush(enum.Enum):
@@ -61,6 +64,9 @@ class WriterLoop:
         self.ledger = ledger
         self.write_deadline_s = write_deadline_s
         self._ready: deque[QueuedOutbox] = deque()
+        # Connections to close: 10,000 of them (a mass disconnect) must not stand between a
+        # client still chatting and its next line.
+        self._endings: deque[QueuedOutbox] = deque()
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -99,20 +105,26 @@ class WriterLoop:
             pass
 
     def _run(self) -> None:
-        ready = self._ready
+        ready, endings = self._ready, self._endings
         while not self._stopping:
             # One pass over the boxes ready now: a box requeued for more waits until writable
             # boxes and expired deadlines had their turn, so a busy loop never starves them.
             for _ in range(len(ready)):
-                self._service(ready.popleft())
-            if ready:
+                box = ready.popleft()
+                if box.state is S.RETIRING or box.state is S.CLOSING:
+                    endings.append(box)  # after the clients still reading, a few a pass
+                else:
+                    self._service(box)
+            for _ in range(min(ENDINGS_PER_PASS, len(endings))):
+                self._service(endings.popleft())
+            if ready or endings:
                 self._count_stalled(time.monotonic() - STALLED_RECOUNT_S)
                 events = self._selector.select(0.0)
             else:
                 self._count_stalled(math.inf)  # about to sleep: the figure must be right now
                 self._sleeping = True
                 # a schedule() that raced with the flag: do not sleep on it
-                events = self._selector.select(0.0 if ready else self._timeout())
+                events = self._selector.select(0.0 if ready or endings else self._timeout())
                 self._sleeping = False
             for key, _ in events:
                 if key.data is None:
@@ -304,7 +316,7 @@ class WriterLoop:
                 return
             box.to(S.DEAD)
             freed = drop_all(box)
-            box.last_line = _own_line(box.leftover, box.last_line)
+            box.last_line = _own_line(committed_tail(box.sock, box.leftover), box.last_line)
             box.retire_at = time.monotonic() + KILL_LINGER_S
         self._forget(box)
         self.ledger.add(-freed)
@@ -340,7 +352,7 @@ class WriterLoop:
             return
         if box.leftover is not None:  # cut while retiring: finish the line in flight first
             with box.lock:
-                box.last_line = _own_line(box.leftover, box.last_line)
+                box.last_line = _own_line(committed_tail(box.sock, box.leftover), box.last_line)
             self._forget(box)
         if not self._tail_sent(box):
             return  # back here when writable, or at its deadline
@@ -376,7 +388,7 @@ class WriterLoop:
             box.registered = False
 
 
-def hang_up(sock: socket.socket, last_line: bytes) -> None:
+def hang_up(sock: Stream, last_line: bytes) -> None:
     """Best-effort, never-blocking last line (this client may be the one not reading), then
     shutdown, which wakes the reader thread blocked in recv on this socket."""
     if last_line:

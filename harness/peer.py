@@ -7,6 +7,7 @@ joins a server speaking any language.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from chat.protocol import (
     LineDecoder,
     command_line,
     encode_line,
+    password_line,
     stats_reply,
 )
 
@@ -30,11 +32,21 @@ class Peer:
         name: str | None = None,
         timeout_s: float = 5.0,
         source: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        password: str | None = None,
     ):
-        """Connect (from the loopback address `source`, e.g. an attacker's 127.0.0.2) and read the
-        greeting; with `name`, join as that name."""
+        """Connect (from the loopback address `source`, e.g. an attacker's 127.0.0.2; over TLS
+        with the client context `tls`) and read the greeting; with `password`, present it; with
+        `name`, join as that name."""
         bind = (source, 0) if source else None
-        self.sock = socket.create_connection(address, timeout=timeout_s, source_address=bind)
+        sock = socket.create_connection(address, timeout=timeout_s, source_address=bind)
+        if tls is not None:
+            try:
+                sock = tls.wrap_socket(sock, server_hostname=address[0])
+            except BaseException:
+                sock.close()
+                raise
+        self.sock = sock
         self.decoder = LineDecoder(1 << 20)
         self.lines: deque[str] = deque()
         self.closed = False
@@ -42,6 +54,8 @@ class Peer:
         self.received_bytes = 0  # everything the server sent this peer, framing included
         self.handshake = ClientHandshake()
         self.expect(lambda line: self.handshake.line_received(line) is None)  # the greeting
+        if password is not None:
+            self.send(password_line(password))
         if name is not None:
             self.join(name)
 

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 KEPT_STDERR_LINES = 1000
-_LISTENING_RE = re.compile(r"listening on (\S+):(\d+)")
+# `listening on HOST:PORT`, then ` (TLS)` or ` and TLS on HOST:PORT` when it speaks TLS.
+_LISTENING_RE = re.compile(r"listening on (\S+):(\d+)( \(TLS\))?(?: and TLS on \S+:(\d+))?")
 _CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
@@ -40,10 +41,16 @@ class ServerProcess:
     port: int
     stderr_lines: list[str] = field(default_factory=list)
     label: str = ""  # what was started, for reports (bench: its server kind)
+    tls_port: int | None = None  # where it speaks TLS (the same port unless --tls-port)
 
     @property
     def address(self) -> tuple[str, int]:
         return (self.host, self.port)
+
+    @property
+    def tls_address(self) -> tuple[str, int]:
+        assert self.tls_port is not None, "this server does not speak TLS"
+        return (self.host, self.tls_port)
 
     @property
     def pid(self) -> int:
@@ -145,8 +152,11 @@ def start_process(
         proc.wait()
         raise
     if found:
-        host, port = ready[1] if ready else (found[0].group(1), int(found[0].group(2)))
-        return ServerProcess(proc, host, port, lines, label)
+        if ready:
+            return ServerProcess(proc, *ready[1], lines, label)
+        host, port, tls_only, tls_port = found[0].groups()
+        tls = int(port) if tls_only else int(tls_port) if tls_port else None
+        return ServerProcess(proc, host, int(port), lines, label, tls)
     proc.kill()
     proc.wait()
     where = f" (log: {log_path})" if log_path else ""

@@ -65,8 +65,14 @@ _put_repository_on_path()
 
 from loadtest.client import ChatClient  # noqa: E402
 from loadtest.identity import unique_name  # noqa: E402
-from loadtest.options import options_of, parse_address  # noqa: E402 (registers --chat-*)
+from loadtest.options import (  # noqa: E402 (registers --chat-*)
+    connection_settings,
+    options_of,
+    parse_address,
+)
 from loadtest.run_control import run_of  # noqa: E402 (registers the end-of-run listeners)
+
+PASSWORD_ENV = "CHAT_PASSWORD"  # as the terminal client: a password never goes on argv
 
 RECONNECT_MIN_WAIT_S = 1.0
 # A user further behind its schedule than this drops the backlog rather than send it in a burst
@@ -131,6 +137,7 @@ class ChatUser(User):
             address = parse_address(self.host)
         except ValueError:
             return  # said once at the start of the test, which is quitting
+        tls, password = connection_settings(options)
         self.client = ChatClient(
             address,
             unique_name(options.chat_name_prefix),
@@ -139,6 +146,8 @@ class ChatUser(User):
             wall_clock=options.chat_clock == "wall",
             to_arrival=options.chat_latency_to == "arrival",
             deliver_sample=options.chat_deliver_sample,
+            tls=tls,
+            password=password,
         )
         self.client.connect(options.chat_connect_timeout_s)
         self._due_s = time.monotonic()  # the schedule starts when the user is in the room

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -26,6 +27,7 @@ from chat.protocol import (
     NameRefused,
     encode_line,
     parse_server_line,
+    password_line,
 )
 from chat.texts import CATALOGUES
 from loadtest.ledger import LAG_BUCKET_NS, DeliveryLedger, ReceiverTally
@@ -83,8 +85,12 @@ class ChatClient:
         wall_clock: bool = False,
         deliver_sample: int = 1,
         to_arrival: bool = True,
+        tls: ssl.SSLContext | None = None,
+        password: str | None = None,
     ) -> None:
         self.address = address
+        self._tls = tls
+        self._hello = encode_line(password_line(password)) if password is not None else b""
         self.name = name
         self.ledger = ledger
         self.tally = ReceiverTally()
@@ -92,7 +98,7 @@ class ChatClient:
         self._request = request
         self._wall_clock = wall_clock
         self._clock = time.time_ns if wall_clock else time.monotonic_ns
-        self._to_arrival = to_arrival and ARRIVAL_STAMPS
+        self._to_arrival = to_arrival and ARRIVAL_STAMPS and tls is None  # recvmsg: plain only
         self._sample = max(1, deliver_sample)
         self._countdown = self._sample
         self._sock: socket.socket | None = None
@@ -118,7 +124,9 @@ class ChatClient:
         with self._request.measure(REQUEST_TYPE, "connect") as outcome:
             sock = socket.create_connection(self.address, timeout=timeout_s)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(encode_line(self.name))
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_hostname=self.address[0])
+            sock.sendall(self._hello + encode_line(self.name))
             early = self._await_welcome(sock, deadline)
         failure = outcome["exception"]
         if failure is not None:

@@ -7,14 +7,19 @@ Every value is checked as it is parsed, so a bad one (`--chat-room-rate -1`, `--
 from __future__ import annotations
 
 import argparse
+import functools
 import math
+import os
+import ssl
 from collections.abc import Callable
 from typing import Any
 
 from locust import events
 from locust.env import Environment
 
+from chat.password import PASSWORD_ENV
 from chat.protocol import MAX_LINE_BYTES, MAX_NAME_CHARS, name_problem
+from chat.tls import client_context
 from loadtest.ledger import DRAIN_QUIET_S
 
 MAX_PORT = 65535
@@ -32,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "chat_connect_timeout_s": 10.0,
     "chat_name_prefix": "u",
     "chat_summary": "",
+    "chat_tls": False,
+    "chat_ca": "",
     "chat_room_users": 0,
 }
 
@@ -157,6 +164,25 @@ CHAT_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
         ),
     ),
     (
+        "--chat-tls",
+        dict(
+            action="store_true",
+            default=DEFAULTS["chat_tls"],
+            help="connect over TLS (the system's trusted CAs, or --chat-ca). A server password is "
+            "taken from $CHAT_PASSWORD, never from the command line. Arrival times need a plain "
+            "socket, so over TLS `deliver` ends when Locust reads",
+        ),
+    ),
+    (
+        "--chat-ca",
+        dict(
+            metavar="FILE",
+            type=str,
+            default=DEFAULTS["chat_ca"],
+            help="trust the certificate authority in FILE (PEM); implies --chat-tls",
+        ),
+    ),
+    (
         "--chat-summary",
         dict(
             metavar="PATH",
@@ -204,3 +230,16 @@ def options_of(environment: Environment) -> Any:
     if environment.parsed_options is None:  # an Environment built by hand, e.g. in a script
         environment.parsed_options = argparse.Namespace(**DEFAULTS)
     return environment.parsed_options
+
+
+def connection_settings(options: Any) -> tuple[ssl.SSLContext | None, str | None]:
+    """How users (and the /stats visits) connect: the TLS context (--chat-tls, --chat-ca) or
+    None, and the server password from $CHAT_PASSWORD (never from the command line) or None."""
+    tls = options.chat_tls or bool(options.chat_ca)
+    return (_tls_context(options.chat_ca) if tls else None), os.environ.get(PASSWORD_ENV)
+
+
+@functools.cache
+def _tls_context(ca_file: str) -> ssl.SSLContext:
+    """One context per process (loading the trust store is slow), shared by every user."""
+    return client_context(ca_file or None)

@@ -25,7 +25,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from chat.protocol import MAX_LINE_BYTES
 from loadtest.cpu_use import cpu_use_pct
 from loadtest.ledger import DeliveryLedger
-from loadtest.options import options_of, parse_address
+from loadtest.options import connection_settings, options_of, parse_address
 from loadtest.server_stats import fetch_server_stats
 from loadtest.summary import finish_run
 
@@ -142,7 +142,9 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
     if isinstance(runner, MasterRunner):
         options.chat_room_users = runner.target_user_count
     try:
-        run.server_start = fetch_server_stats(parse_address(environment.host))
+        run.server_start = fetch_server_stats(
+            parse_address(environment.host), *connection_settings(options_of(environment))
+        )
     except ValueError as exc:
         log.error("%s", exc)
         run.setup_error = str(exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from chat.protocol import (
     command_line,
     encode_line,
     parse_server_line,
+    password_line,
     stats_reply,
 )
 from loadtest.client import RECV_BYTES, SERVER_LINE_LIMIT_BYTES
@@ -38,13 +40,20 @@ class StatsRefused(Exception):
 
 
 def fetch_server_stats(
-    address: tuple[str, int], timeout_s: float = STATS_TIMEOUT_S
+    address: tuple[str, int],
+    tls: ssl.SSLContext | None = None,
+    password: str | None = None,
+    timeout_s: float = STATS_TIMEOUT_S,
 ) -> dict[str, float] | None:
-    """Join briefly, ask `/stats`, leave. None (and a warning) when that does not work."""
+    """Join briefly (over TLS with `tls`, presenting `password`), ask `/stats`, leave. None
+    (and a warning) when that does not work."""
     deadline = time.monotonic() + timeout_s
     visit = encode_line(unique_name("stats")) + encode_line(command_line(STATS_COMMAND))
+    if password is not None:
+        visit = encode_line(password_line(password)) + visit
     try:
-        with socket.create_connection(address, timeout=timeout_s) as sock:
+        with socket.create_connection(address, timeout=timeout_s) as raw:
+            sock = raw if tls is None else tls.wrap_socket(raw, server_hostname=address[0])
             sock.sendall(visit)
             lines = _server_lines(sock, deadline)
             stats = _stats_reply(lines)

@@ -16,7 +16,7 @@ from locust.env import Environment
 
 from loadtest.client import REQUEST_TYPE, DeliveryProblem
 from loadtest.ledger import check_deliveries, lag_percentiles, latency_over_time, merged_latency
-from loadtest.options import parse_address
+from loadtest.options import connection_settings, options_of, parse_address
 from loadtest.render import summary_lines
 from loadtest.server_stats import fetch_server_stats, server_cross_check
 
@@ -41,7 +41,9 @@ def finish_run(
     check = check_deliveries(reports)
     server_end = None
     with contextlib.suppress(ValueError):  # no usable --host: said once at the start
-        server_end = fetch_server_stats(parse_address(environment.host))
+        server_end = fetch_server_stats(
+            parse_address(environment.host), *connection_settings(options_of(environment))
+        )
     totals = {
         key: sum(r[key] for r in reports)
         for key in ("users", "connects", "connect_failures", "errors", "disconnects", "untimed")

@@ -111,15 +111,18 @@ def client_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def run_piped(port: int, stdin: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    """The client with `stdin` piped in, run to completion (killed if it outlives the bound)."""
+def run_piped(
+    port: int, stdin: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The client with `stdin` piped in, run to completion (killed if it outlives the bound);
+    `env`: variables on top of client_env()'s."""
     return subprocess.run(
         [sys.executable, *client_args(port, *extra)],
         input=stdin,
         capture_output=True,
         text=True,
         cwd=REPO,
-        env=client_env(),
+        env=client_env(**(env or {})),
         timeout=PIPE_RUN_TIMEOUT_S,
     )
 

@@ -11,12 +11,14 @@ live in client_helpers.py, next to what they start, and are registered here by i
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 from client_helpers import english_server, peers, popen_client, pty_client, terminal
+from tls_helpers import password_file, tls_files
 
 from chat.server import ChatServer, Config
 from harness import Peer, ServerProcess
@@ -25,6 +27,8 @@ from harness import start_chat_server as start_server
 __all__ = ["Peer", "ServerProcess", "room", "running", "start_server"]
 # Fixtures of the client tests (tests/client_helpers.py): pytest finds them in this namespace.
 __all__ += ["english_server", "peers", "popen_client", "pty_client", "terminal"]
+# ... and of the TLS and password tests (tests/tls_helpers.py).
+__all__ += ["password_file", "tls_files"]
 
 
 @pytest.fixture
@@ -64,11 +68,12 @@ def running(**options) -> Iterator[ChatServer]:
         server.shutdown()
 
 
-def room(server, *names: str) -> list[Peer]:
-    """Join `names` in order and consume the join notices, so each peer starts with no backlog."""
+def room(server, *names: str, tls: ssl.SSLContext | None = None) -> list[Peer]:
+    """Join `names` in order (over TLS with the client context `tls`) and consume the join
+    notices, so each peer starts with no backlog."""
     peers: list[Peer] = []
     for name in names:
-        peer = Peer(server.address, name)
+        peer = Peer(server.address, name, tls=tls)
         for other in peers:
             other.expect_line(f"* {name} joined the chat")
         peers.append(peer)

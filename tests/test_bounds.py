@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import selectors
 import socket
+import ssl
 import threading
 import time
 
@@ -41,35 +42,45 @@ def test_one_client_over_max_clients_is_told_the_server_is_full():
 
 def test_slow_consumer_is_cut_off_alone_while_the_others_get_everything():
     with running(max_pending=256 * 1024) as srv:
-        stalled = socket.socket()
-        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.connect(srv.address)
-        stalled.sendall(b"stalled\n")
-        welcome = b""
-        while b"* welcome" not in welcome:  # joined; from now on it never reads until it is cut
-            welcome += stalled.recv(4096)
-        alice, bob = room(srv, "alice", "bob")
-        line = "x" * 1000
-        count = 20_000  # 20 MB: far more than the stalled client's buffers and queue can hold
-        notices = []
-        for i in range(0, count, 100):  # bob keeps up: at most 100 KB is ever queued for him
-            alice.send_raw("".join(f"{i + j} {line}\n" for j in range(100)).encode())
-            for j in range(100):
-                text = bob.expect(lambda x: x.startswith("alice: ") or notices.append(x), 20)
-                assert text.startswith(f"alice: {i + j} ")
-        notices += bob.collect(0.5)
-        assert notices == ["* stalled was disconnected: too slow to read"]
-        alice.expect_line("* stalled was disconnected: too slow to read")
-        assert srv.stats()["slow_consumers"] == 1
-        # It reads again at once: whole lines in order, then why it was cut, then the end.
-        lines = read_to_the_end(stalled)
-        assert lines[:2] == ["* alice joined the chat", "* bob joined the chat"]
-        assert lines[-1] == (
-            "! disconnected: you stopped reading and over 262144 bytes were queued for you"
-        )
-        chat = lines[2:-1]
-        assert chat == [f"alice: {n} {line}" for n in range(len(chat))] and len(chat) > 100
-        stalled.close()
+        assert_slow_consumer_cut_alone(srv)
+
+
+def assert_slow_consumer_cut_alone(srv, tls: ssl.SSLContext | None = None) -> None:
+    """A client that joined and stops reading (over TLS with the client context `tls`) is cut
+    alone as a slow consumer while alice floods and bob keeps up; read again, it gets whole
+    lines in order, then why it was cut, then the end. `srv` runs with max_pending 256 KiB."""
+    stalled: socket.socket = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.settimeout(10)
+    stalled.connect(srv.address)
+    if tls is not None:
+        stalled = tls.wrap_socket(stalled, server_hostname=srv.address[0])
+    stalled.sendall(b"stalled\n")
+    welcome = b""
+    while b"* welcome" not in welcome:  # joined; from now on it never reads until it is cut
+        welcome += stalled.recv(4096)
+    alice, bob = room(srv, "alice", "bob", tls=tls)
+    line = "x" * 1000
+    count = 20_000  # 20 MB: far more than the stalled client's buffers and queue can hold
+    notices = []
+    for i in range(0, count, 100):  # bob keeps up: at most 100 KB is ever queued for him
+        alice.send_raw("".join(f"{i + j} {line}\n" for j in range(100)).encode())
+        for j in range(100):
+            text = bob.expect(lambda x: x.startswith("alice: ") or notices.append(x), 20)
+            assert text.startswith(f"alice: {i + j} ")
+    notices += bob.collect(0.5)
+    assert notices == ["* stalled was disconnected: too slow to read"]
+    alice.expect_line("* stalled was disconnected: too slow to read")
+    assert srv.stats()["slow_consumers"] == 1
+    # It reads again at once: whole lines in order, then why it was cut, then the end.
+    lines = read_to_the_end(stalled)
+    assert lines[:2] == ["* alice joined the chat", "* bob joined the chat"]
+    assert lines[-1] == (
+        "! disconnected: you stopped reading and over 262144 bytes were queued for you"
+    )
+    chat = lines[2:-1]
+    assert chat == [f"alice: {n} {line}" for n in range(len(chat))] and len(chat) > 100
+    stalled.close()
 
 
 def read_to_the_end(sock: socket.socket, timeout_s: float = 20.0) -> list[str]:

@@ -17,6 +17,9 @@ test_loadtest_*.py files):
     -> test_headless_run_... (assert_room_rate)
     -> test_loadtest_verdicts.py:
        test_a_room_where_everyone_only_listens_measures_no_delivery_and_fails
+- `--chat-tls`/`--chat-ca` and $CHAT_PASSWORD: users (and the `/stats` visits) speak TLS and
+  present the password
+    -> test_users_join_over_tls_with_the_password_and_every_delivery_arrives
 - `--chat-message-bytes` sets the message length
     -> test_headless_run_... (send row's content size)
 - `--chat-deliver-sample N`: every Nth delivery a `deliver` request, every one still checked
@@ -55,8 +58,11 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
 from loadtest_helpers import run_locust
+from tls_helpers import PASSWORD, TlsFiles
 
+from chat.password import PASSWORD_ENV
 from chat.protocol import (
     LEAVE_LINE,
     STATS_COMMAND,
@@ -167,6 +173,21 @@ def test_users_join_a_server_speaking_russian_by_locale_and_every_delivery_arriv
     assert welcome.kind == "notice"
     assert welcome.text.startswith(RU["welcome"].partition("{")[0]), welcome  # it speaks Russian
     assert_clean_run(status, rows, summary, output, users=20)
+
+
+def test_users_join_over_tls_with_the_password_and_every_delivery_arrives(
+    tmp_path: Path, tls_files: TlsFiles, password_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    password = ("--password-file", str(password_file))
+    server = start_server("--quiet", *password, *tls_files.server_args())
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)  # Locust's subprocess inherits it
+    options = ("--chat-room-rate", "20", "--chat-ca", str(tls_files.ca_cert))
+    try:
+        status, rows, summary, output = run_locust(tmp_path, server, *options, users=20)
+    finally:
+        server.stop()
+    assert_clean_run(status, rows, summary, output, users=20)
+    assert PASSWORD not in output
 
 
 def test_two_processes_merge_their_ledgers_and_lose_nothing(

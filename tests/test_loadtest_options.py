@@ -48,7 +48,7 @@ def test_every_chat_option_in_the_guide_is_listed_by_the_locustfile_help() -> No
     guide = (ROOT / "docs" / "LOADTEST.md").read_text()
     documented = set(re.findall(r"^\| `(--chat-[a-z-]+)`", guide, re.MULTILINE))
     listed = set(re.findall(r"(--chat-[a-z-]+)", locustfile_help()))
-    assert len(documented) == 9, documented
+    assert len(documented) == 11, documented
     assert documented == listed
 
 
@@ -66,7 +66,7 @@ def test_locustfile_help_lists_the_chat_options_under_their_own_heading() -> Non
     own_section = re.split(r"\n(?=\S)", after, maxsplit=1)[0]
     assert re.findall(r"--chat-[a-z-]+", before) == []
     listed = re.findall(r"^  (--chat-[a-z-]+)", own_section, re.MULTILINE)
-    assert len(listed) == 9, own_section
+    assert len(listed) == 11, own_section
     message_bytes = own_section.split("--chat-message-bytes", 1)[1].split("\n  --", 1)[0]
     assert "bytes" in message_bytes and "character" not in message_bytes
 

@@ -10,7 +10,7 @@ import struct
 import time
 
 import pytest
-from conftest import Peer, start_server
+from conftest import Peer, ServerProcess, start_server
 
 
 def test_sigterm_tells_everyone_and_exits_zero_within_two_seconds():
@@ -22,24 +22,24 @@ def test_sigterm_tells_everyone_and_exits_zero_within_two_seconds():
     bob = Peer(server.address, "bob")
     bob.send("hi")
     alice.expect_line("bob: hi")
-    started = time.monotonic()
-    server.proc.send_signal(signal.SIGTERM)
-    assert server.proc.wait(5) == 0
-    assert time.monotonic() - started < 2.0
-    assert alice.wait_closed() == ["* server is shutting down, goodbye"]
-    assert bob.wait_closed() == ["* server is shutting down, goodbye"]
-    assert "Traceback" not in server.stderr_text
+    stop_and_expect_goodbye(server, signal.SIGTERM, alice, bob)
     stalled.close()
 
 
 def test_sigint_is_a_clean_stop_too():
     server = start_server("--quiet")
     alice = Peer(server.address, "alice")
+    stop_and_expect_goodbye(server, signal.SIGINT, alice)
+
+
+def stop_and_expect_goodbye(server: ServerProcess, signum: int, *peers: Peer) -> None:
+    """`signum` stops the server: exit 0 within 2 s, each peer told goodbye, no traceback."""
     started = time.monotonic()
-    server.proc.send_signal(signal.SIGINT)
+    server.proc.send_signal(signum)
     assert server.proc.wait(5) == 0
     assert time.monotonic() - started < 2.0
-    assert alice.wait_closed() == ["* server is shutting down, goodbye"]
+    for peer in peers:
+        assert peer.wait_closed() == ["* server is shutting down, goodbye"]
     assert "Traceback" not in server.stderr_text
 
 

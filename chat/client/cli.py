@@ -6,25 +6,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import io
 import logging
 import os
+import ssl
 import sys
 from typing import Final, TextIO
 
-from chat.client.connection import ConnectFailed, Connection
+from chat.client.connection import ConnectFailed, Connection, ServerGone
 from chat.client.plain import PlainUI
 from chat.client.render import wants_colour
 from chat.client.session import (
     EXIT_FAILURE,
     EXIT_OK,
+    SERVER_CLOSED,
     ChatSession,
     Outcome,
     UserInterface,
     is_leave,
 )
 from chat.client.tui import TerminalUI
-from chat.protocol import text_problem
+from chat.password import PASSWORD_ENV
+from chat.protocol import password_line, text_problem
+from chat.tls import client_context
 
 # The package's logger: every module's logger is below it, so -v turns all of them on.
 log = logging.getLogger("chat.client")
@@ -53,6 +58,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--name", type=_chat_name, help="your chat name; skips the question unless it is refused"
+    )
+    parser.add_argument(
+        "--tls", action="store_true", help="connect over TLS (the system's trusted CAs)"
+    )
+    parser.add_argument(
+        "--ca", metavar="FILE", help="trust the certificate authority in FILE (PEM); implies --tls"
+    )
+    parser.add_argument(
+        "--password",
+        action="store_true",
+        help=f"the server needs a password: from ${PASSWORD_ENV}, else asked without echo "
+        f"(it is sent whenever ${PASSWORD_ENV} is set)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug log on stderr")
     return parser.parse_args(argv)
@@ -110,12 +127,40 @@ def _keep_stdin_descriptor_taken() -> None:
         os.open(os.devnull, os.O_RDONLY)
 
 
+def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The client's TLS context (`--tls`, `--ca`), or None for plain text; ConnectFailed when
+    the CA file cannot be used."""
+    if not (args.tls or args.ca):
+        return None
+    try:
+        return client_context(args.ca)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        raise ConnectFailed(f"cannot use --ca {args.ca}: {reason}") from None
+
+
+def password(args: argparse.Namespace, interactive: bool) -> str | None:
+    """The password to present: $CHAT_PASSWORD, else asked without echo with --password."""
+    if PASSWORD_ENV in os.environ:
+        return os.environ[PASSWORD_ENV]
+    if not args.password:
+        return None
+    if not interactive:
+        raise ConnectFailed(f"--password with piped input needs ${PASSWORD_ENV}")
+    return getpass.getpass("password: ")
+
+
 async def run_client(args: argparse.Namespace, interactive: bool) -> Outcome:
     """Connect and run one session in terminal or plain line mode."""
     try:
-        conn = await Connection.open(args.host, args.port)
+        secret = password(args, interactive)
+        conn = await Connection.open(args.host, args.port, tls_context(args))
+        if secret is not None:  # before anything else, as the server expects it
+            await conn.send(password_line(secret))
     except ConnectFailed as exc:
         return Outcome(EXIT_FAILURE, str(exc))
+    except ServerGone:
+        return SERVER_CLOSED
     ui: UserInterface
     try:
         ui = (

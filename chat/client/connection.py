@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from typing import Final
 
 from chat.client.render import CLIENT_PREFIX
@@ -37,13 +38,28 @@ class Connection:
         self._ready: list[str] = []
 
     @classmethod
-    async def open(cls, host: str, port: int) -> Connection:
-        """Connect, or raise ConnectFailed with a one-sentence reason."""
+    async def open(cls, host: str, port: int, tls: ssl.SSLContext | None = None) -> Connection:
+        """Connect (over TLS with the context `tls`), or raise ConnectFailed with a one-sentence
+        reason."""
         where = f"{host}:{port}"
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port), CONNECT_TIMEOUT_S
+                asyncio.open_connection(
+                    host, port, ssl=tls, server_hostname=host if tls is not None else None
+                ),
+                CONNECT_TIMEOUT_S,
             )
+        except ssl.SSLCertVerificationError as exc:
+            reason = exc.verify_message or exc.reason or "not trusted"
+            raise ConnectFailed(
+                f"cannot connect to {where}: its TLS certificate is not trusted: {reason}"
+                " (--ca FILE names the certificate authority to trust)"
+            ) from None
+        except ssl.SSLError as exc:
+            reason = str(exc.reason or exc).lower().replace("_", " ")
+            raise ConnectFailed(
+                f"cannot connect to {where}: TLS handshake failed: {reason} (is it a TLS port?)"
+            ) from None
         except ConnectionRefusedError:
             raise ConnectFailed(
                 f"cannot connect to {where}: connection refused (is the server running?)"
