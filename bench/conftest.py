@@ -2,7 +2,7 @@
 
 With `--benchmark-disable` (as `make test` runs it) every case runs at a tiny size and still checks
 delivery, so the suite cannot rot; with benchmarks enabled it runs the full sweep. BENCH_SERVERS
-(comma-separated: threaded,inline,asyncio) picks the servers to compare.
+(comma-separated: threaded,inline,asyncio,redis) picks the servers to compare, peers included.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.servers import SERVER_KINDS, start_server
+from bench.peers import peer_missing
+from bench.servers import PEER_KINDS, SERVER_KINDS, start_server, wire_for
 from bench.swarm import Swarm
 from harness import ServerProcess
 from harness.certs import TlsFiles, make_tls_files
@@ -246,6 +247,9 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     machine_info["date_utc"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
     with open("/proc/loadavg") as f:
         machine_info["loadavg_at_start"] = f.read().split()[:3]
+    skipped = {kind: why for kind in PEER_KINDS if (why := peer_missing(kind))}
+    if skipped:
+        machine_info["peers_skipped"] = skipped
     machine_info["mem_total_gib"] = round(
         os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1
     )
@@ -296,7 +300,7 @@ def swarms() -> Iterator[Callable[..., Swarm]]:
     made: list[Swarm] = []
 
     def make(server: ServerProcess, prefix: str = "c", tls: ssl.SSLContext | None = None) -> Swarm:
-        swarm = Swarm(server.address, prefix, tls)
+        swarm = Swarm(server.address, prefix, tls, wire=wire_for(server.label))
         made.append(swarm)
         return swarm
 
@@ -314,8 +318,22 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 
 
 @pytest.fixture
-def chat_server(server_kind: str) -> Iterator[Callable[..., ServerProcess]]:
-    """Start fresh servers of this test's kind (extra CLI args allowed); all stopped by PID."""
+def chat_server(
+    server_kind: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., ServerProcess]]:
+    """Start fresh servers of this test's kind (extra CLI args allowed); all stopped by PID.
+
+    A peer that cannot run here skips its cases with one line saying why.
+    """
+    missing = peer_missing(server_kind)
+    if missing:
+        pytest.skip(missing)
+    clients = (
+        request.node.callspec.params.get("clients", 0) if hasattr(request.node, "callspec") else 0
+    )
+    most = wire_for(server_kind).max_clients
+    if clients > most:
+        pytest.skip(f"{server_kind}: more than {most} clients take minutes to join (see wire.py)")
     with started_servers(server_kind) as start:
         yield start
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import resource
 import socket
@@ -16,7 +15,6 @@ from bench.swarm import (
     SenderPlan,
     Swarm,
     Verdict,
-    percentile_ms,
 )
 from chat.protocol import (
     LINE_TOO_LONG,
@@ -28,6 +26,7 @@ from chat.protocol import (
     stats_reply,
 )
 from harness import ServerProcess
+from harness.latency import encode, histogram_of, per_interval, summary_ms
 
 JOIN_TIMEOUT_S = 120.0
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -73,6 +72,7 @@ def drive_once(
     idle_timeout_s: float = IDLE_TIMEOUT_S,
 ) -> None:
     """One drive inside `window`, with the server's CPU time around it."""
+    swarm.reserve(plans)  # not counted: the driver's memory for the window is set up before it
     cpu0, busy0, faults0 = server.cpu_s(), machine_busy_s(), page_faults()
     window.drives.append(swarm.drive(plans, timeout_s, poll_interval_s, idle_timeout_s))
     window.server_cpu_s += server.cpu_s() - cpu0
@@ -150,9 +150,6 @@ def extra_info(case: str, server: ServerProcess, clients: int, window: Window, *
         "timed_out": window.timed_out,
         "wall_s": round(wall, 6),
         "deliveries_per_s": round(delivered / wall, 1) if wall > 0 else 0.0,
-        "p50_ms": _finite(percentile_ms(verdict.latencies_ns, 50)),
-        "p99_ms": _finite(percentile_ms(verdict.latencies_ns, 99)),
-        "max_ms": _finite(percentile_ms(verdict.latencies_ns, 100)),
         "server_cpu_s": round(window.server_cpu_s, 3),
         "server_cpu_frac": round(window.server_cpu_s / wall, 3) if wall > 0 else 0.0,
         "server_cpu_s_per_million": round(window.server_cpu_s / millions, 3) if millions else None,
@@ -163,7 +160,24 @@ def extra_info(case: str, server: ServerProcess, clients: int, window: Window, *
         "max_send_lag_ms": round(max((d.max_send_lag_ms for d in window.drives), default=0), 3),
         "driver_page_faults": window.driver_page_faults,
     }
+    info.update(latency_info(verdict))
     info.update(more)
+    return info
+
+
+def latency_info(verdict: Verdict) -> dict:
+    """Corrected (`p99_ms`: from the intended send time) and uncorrected (`uncorrected_p99_ms`:
+    from the actual send) percentiles, the fan-out spread, and corrected latency per second."""
+    corrected = histogram_of(verdict.corrected_ns)
+    info: dict = {f"{name}_ms": value for name, value in summary_ms(corrected).items()}
+    uncorrected = summary_ms(histogram_of(verdict.latencies_ns))
+    info.update({f"uncorrected_{name}_ms": value for name, value in uncorrected.items()})
+    spread = summary_ms(histogram_of(verdict.spread.spreads_ns()))
+    info.update(spread_p50_ms=spread["p50"], spread_p99_ms=spread["p99"])
+    intended = (r - c for r, c in zip(verdict.received_ns, verdict.corrected_ns, strict=True))
+    origin = min(intended, default=0)
+    info["over_time"] = per_interval(verdict.received_ns, verdict.corrected_ns, origin)
+    info["latency_hdr"] = encode(corrected)
     return info
 
 
@@ -172,10 +186,6 @@ def _other_load(window: Window) -> float:
     other = window.machine_busy_s - window.server_cpu_s - window.driver_cpu_s
     capacity = window.wall_s * (os.cpu_count() or 1)
     return max(0.0, other / capacity) if capacity > 0 else 0.0
-
-
-def _finite(value: float) -> float | None:
-    return None if math.isnan(value) else round(value, 4)
 
 
 class SendersBlocked(AssertionError):

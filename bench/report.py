@@ -1,6 +1,7 @@
 """Turn a pytest-benchmark JSON into REPORT.md and PNG plots, servers side by side.
 
     python -m bench.report [results/latest/bench.json] [--out DIR] [--check]
+    python -m bench.report --compare OLD.json NEW.json [--noise SAME.json ...] [--out DIR]
 
 The report lands next to the JSON (results/latest/ by default, git-ignored), except that a JSON in
 results/reference/ is reported into results/latest/ unless --out names the folder: the committed
@@ -10,7 +11,8 @@ Tables per case (per client count or offered rate, per server, ratios against th
 a Targets section checked against the issue's numbers (met, missed, or no data when a target's
 rows are missing), and plots of latency and throughput against client count. A hand-written
 PROFILE.md in the output folder, when present, is linked. With --check the exit status is 1,
-with one line per problem printed, when any target is missed or has no data.
+with one line per problem printed, when any target is missed or has no data. With --compare
+it writes COMPARE.md instead: two runs case by case, flagged where a change is beyond the noise.
 """
 
 # The docstring above is --help's description. This module holds the command line and the
@@ -24,6 +26,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.report_compare import compare_report
 from bench.report_plots import write_plots
 from bench.report_rows import NOISY_OTHER_LOAD, SERVER_LABELS, Rows, load, rows_of
 from bench.report_tables import case_sections, console_summary, headlines
@@ -78,6 +81,8 @@ def render(machine: dict, rows: Rows, plots: list[Path], source: Path, out: Path
         "",
         "Servers: " + "; ".join(f"`{k}` = {v}" for k, v in SERVER_LABELS.items()) + ".",
         "",
+        *(f"Peer skipped: {why}." for why in machine.get("peers_skipped", {}).values()),
+        "",
         "Every case checks every delivery (nothing lost, nothing duplicated, each sender's order). "
         "`driver CPU` is the swarm's own CPU over the wall time; a row is flagged "
         "`driver saturated` above 0.9 and `other load` when other processes kept more than "
@@ -108,8 +113,7 @@ def default_out(json_path: Path) -> Path:
     return DEFAULT_JSON.parent if folder == REFERENCE_DIR.resolve() else json_path.parent
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Write REPORT.md and the plots next to the JSON (or into --out); --check judges targets."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
     parser.add_argument(
         "json", type=Path, nargs="?", default=DEFAULT_JSON, help=f"(default {DEFAULT_JSON})"
@@ -126,7 +130,30 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="exit 1, with one line per problem, when a target is missed or has no data",
     )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        nargs=2,
+        metavar=("OLD", "NEW"),
+        help="write COMPARE.md: NEW against OLD per case, flagged beyond run-to-run noise",
+    )
+    parser.add_argument(
+        "--noise",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="SAME",
+        help="with --compare: other runs of OLD's code, to measure each case's noise",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write REPORT.md and the plots next to the JSON (or into --out); --check judges targets."""
+    parser = _parser()
     args = parser.parse_args(argv)
+    if args.compare:
+        return write_comparison(*args.compare, args.noise, args.out)
     out = args.out or default_out(args.json)
     out.mkdir(parents=True, exist_ok=True)
     machine, rows = load(args.json)
@@ -143,6 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     for line in problems(found):
         print(line)
     return 1 if problems(found) else 0
+
+
+def write_comparison(old: Path, new: Path, noise: list[Path], out: Path | None) -> int:
+    """COMPARE.md into `out` (default results/latest); its headline line on the console."""
+    folder = out or DEFAULT_JSON.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    text = compare_report(old, new, noise)
+    path = folder / "COMPARE.md"
+    path.write_text(text)
+    headline = next(line for line in text.splitlines() if line.startswith("**"))
+    print(f"{headline.strip('*').split('**')[0]}\nwrote {path}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

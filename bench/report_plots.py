@@ -1,4 +1,4 @@
-"""The four PNG plots of the benchmark report: latency, throughput, rate sweep and capacity.
+"""The PNG plots of the benchmark report: latency, throughput, rate sweep, capacity, over time.
 
 Each plot draws the servers side by side against client count (or offered rate), marks a target
 at the one point where it applies, and carries the note that each point is one run.
@@ -6,6 +6,7 @@ at the one point where it applies, and carries the note that each point is one r
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import matplotlib
@@ -16,7 +17,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from bench.report_rows import Rows, by_case, servers_in  # noqa: E402
 from bench.targets import CAPACITY_CLIENTS, JOIN_TARGET_S  # noqa: E402
 
-COLORS = {"threaded": "tab:blue", "inline": "tab:orange", "asyncio": "tab:green"}
+COLORS = {
+    "threaded": "tab:blue",
+    "inline": "tab:orange",
+    "asyncio": "tab:green",
+    "redis": "tab:red",
+    "ngircd": "tab:purple",
+}
 ONE_RUN_NOTE = (
     "Each point is one run (one measured window, or 20 broadcasts for broadcast latency); "
     "on a shared 2-core machine latency tails move by up to 2x between runs."
@@ -113,6 +120,72 @@ def capacity_plot(rows: Rows, out: Path) -> Path:
     return save(fig, out / "capacity.png")
 
 
+# (case, match, title): the long cases whose latency per second the over-time plot shows.
+OVER_TIME_PANELS = (
+    ("server-stall", {}, "Server stopped 200 ms once (paced, 100 msg/s)"),
+    ("sweep", {"offered_msgs_per_s": 8000}, "Rate sweep at 8,000 msg/s"),
+    ("paced", {"clients": 500}, "Paced latency, 500 clients"),
+)
+
+
+# What `make loadtest` writes beside Locust's CSVs (same folder as the bench JSON by default).
+LOADTEST_OVER_TIME_CSV = "locust_latency_over_time.csv"
+SERIES_STYLES = (("max", ":"), ("p99", "-"), ("p50", "--"))
+
+
+def over_time_plot(rows: Rows, out: Path) -> Path:
+    """Corrected p50, p99 and max per one-second interval, per server, for the long cases, and
+    for the load test when its series is in the same folder."""
+    loadtest = read_loadtest_series(out / LOADTEST_OVER_TIME_CSV)
+    panels = len(OVER_TIME_PANELS) + bool(loadtest)
+    fig, axes = plt.subplots(1, panels, figsize=(5.4 * panels, 4.8))
+    if loadtest:
+        ax = axes[-1]
+        for key, style in SERIES_STYLES:
+            points = [(t, row[key]) for t, row in loadtest if row.get(key) is not None]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, style, marker=".", color="tab:blue", label=f"load test {key}")
+        ax.set(yscale="log", xlabel="seconds into the run", ylabel="latency (ms), corrected")
+        ax.set_title("Load test (make loadtest, threaded server)")
+        ax.grid(True, which="both", alpha=0.3)
+        legend(ax)
+    for ax, (case, match, title) in zip(axes, OVER_TIME_PANELS, strict=False):
+        data = [r for r in by_case(rows, case, **match) if r.get("over_time")]
+        for row in data:
+            series = row["over_time"]
+            color = COLORS.get(row["server"], "black")
+            for key, style in SERIES_STYLES:
+                points = [(p["t_s"] + 0.5, p[key]) for p in series if p.get(key)]
+                if points:
+                    xs, ys = zip(*points, strict=True)
+                    ax.plot(xs, ys, style, marker=".", color=color, label=f"{row['server']} {key}")
+        ax.set(yscale="log", xlabel="seconds into the window", ylabel="latency (ms), corrected")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        legend(ax)
+    return save(fig, out / "over_time.png", wide=True)
+
+
+def read_loadtest_series(path: Path) -> list[tuple[float, dict[str, float | None]]]:
+    """(seconds from the first row, p50/p99/max) per row of the load test's CSV; [] if none."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        found = list(csv.DictReader(f))
+    if not found:
+        return []
+    t0 = float(found[0]["Timestamp"])
+
+    def number(text: str) -> float | None:
+        return float(text) if text else None
+
+    return [
+        (float(r["Timestamp"]) - t0, {k: number(r[f"{k} ms"]) for k in ("p50", "p99", "max")})
+        for r in found
+    ]
+
+
 def target_marker(ax, x: float, y: float, label: str | None) -> None:
     """A target applies at one point: a marker there, not a line across every x."""
     ax.plot([x], [y], marker="*", markersize=14, color="black", ls="none", label=label, zorder=5)
@@ -126,12 +199,13 @@ def legend(ax, **options) -> None:
 
 
 def write_plots(rows: Rows, out: Path) -> list[Path]:
-    """The four PNG plots, written into `out`."""
+    """The five PNG plots, written into `out`."""
     return [
         latency_plot(rows, out),
         throughput_plot(rows, out),
         sweep_plot(rows, out),
         capacity_plot(rows, out),
+        over_time_plot(rows, out),
     ]
 
 

@@ -10,11 +10,13 @@ import json
 import math
 from pathlib import Path
 
-SERVER_ORDER = ("threaded", "inline", "asyncio")
+SERVER_ORDER = ("threaded", "inline", "asyncio", "redis", "ngircd")
 SERVER_LABELS = {
     "threaded": "threaded (chat.server, queued delivery)",
     "inline": "inline (chat.server --delivery inline, the original design)",
     "asyncio": "asyncio (bench.asyncio_server, the plain peer)",
+    "redis": "redis (a real redis-server, pub/sub: the room is one channel)",
+    "ngircd": "ngircd (the ngIRCd IRC daemon: the room is #room, relaxed flood protection)",
 }
 BASELINE = "asyncio"
 NOISY_OTHER_LOAD = 0.25

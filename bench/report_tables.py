@@ -25,7 +25,11 @@ THROUGHPUT_COLUMNS = (
     ("deliveries/s", "deliveries_per_s"),
     ("p50 ms", "p50_ms"),
     ("p99 ms", "p99_ms"),
+    ("p99.9 ms", "p999_ms"),
     ("max ms", "max_ms"),
+    ("uncorrected p99 ms", "uncorrected_p99_ms"),
+    ("uncorrected max ms", "uncorrected_max_ms"),
+    ("spread p99 ms", "spread_p99_ms"),
     ("server CPU s", "server_cpu_s"),
     ("server CPU s / M deliveries", "server_cpu_s_per_million"),
     ("driver CPU", "driver_cpu_frac"),
@@ -100,6 +104,66 @@ def stall_table(rows: Rows) -> str:
     return "\n".join(lines)
 
 
+LATENCY_NOTE = (
+    "Latency columns are corrected for coordinated omission: measured from the time each probe "
+    "was due by its sender's schedule. `uncorrected` columns measure from when it was actually "
+    "sent, as wrk2 reports both; they differ when a sender could not keep its schedule. Bursts "
+    "have no schedule (every probe is due when the burst is written), so there both are the "
+    "same. `spread` is, per broadcast, the time from its first to its last receiver. "
+    "Percentiles come from HdrHistogram (3 significant figures)."
+)
+SERVER_STALL_NOTE = (
+    "The server is stopped (SIGSTOP) for 200 ms once while one sender keeps a 100 msg/s schedule "
+    "but, like a wrk connection or a person waiting to see their line, sends the next probe only "
+    "once the previous one arrived. The probes due during the stall go out late, all at once "
+    "when the server resumes: from when they were sent (uncorrected) they look fast and the "
+    "stall shows in one probe, the max; from when they were due (corrected) each carries its "
+    "share, so the stall reaches p99 and the per-second plot (over_time.png) shows where."
+)
+
+
+def server_stall_table(rows: Rows) -> str:
+    """Corrected and uncorrected percentiles side by side for the stalled-server case."""
+    fields = ("p50", "p99", "p999", "max")
+    head = ["server", "clients", "stopped s"]
+    head += [f"{f} ms" for f in fields] + [f"uncorrected {f} ms" for f in fields]
+    lines = [
+        SERVER_STALL_NOTE,
+        "",
+        "| " + " | ".join(head) + " | delivery |",
+        "|" + "---|" * (len(head) + 1),
+    ]
+    for row in sorted(rows, key=lambda r: (r["clients"], SERVER_ORDER.index(r["server"]))):
+        cells = [row["server"], fmt(row["clients"]), fmt(row.get("stalled_s"))]
+        cells += [fmt(row.get(f"{f}_ms")) for f in fields]
+        cells += [fmt(row.get(f"uncorrected_{f}_ms")) for f in fields]
+        lines.append("| " + " | ".join(cells) + f" | {delivery_cell(row)} |")
+    return "\n".join(lines)
+
+
+def spread_table(rows: Rows) -> str:
+    """Per client count: how long a broadcast takes from its first to its last receiver."""
+    lines = [
+        "Per broadcast, from its first receiver to its last (one message at a time, and during "
+        "the fan-out bursts); the driver reads its clients one after another, so a spread below "
+        "its loop's pass over all sockets is not resolved.",
+        "",
+        "| clients | server | broadcast spread p50 ms | p99 ms | fan-out spread p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for clients in sorted({r["clients"] for r in rows}):
+        for server in servers_in(rows):
+            got = {r["case"]: r for r in rows if r["clients"] == clients and r["server"] == server}
+            if not got:
+                continue
+            cells = [fmt(clients), server]
+            for case in ("broadcast", "fanout"):
+                row = got.get(case, {})
+                cells += [fmt(row.get("spread_p50_ms")), fmt(row.get("spread_p99_ms"))]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # (case, section title, key column, ratio field, higher is better)
 THROUGHPUT_CASES = (
     ("broadcast", "Broadcast latency", "clients", "p99_ms", False),
@@ -127,6 +191,7 @@ THROUGHPUT_CASES = (
     ),
 )
 OTHER_CASES = (
+    ("server-stall", "Server stopped for 200 ms: corrected vs uncorrected", server_stall_table),
     ("stall", "One stalled reader while 10 senders burst 1 kB lines", stall_table),
     ("capacity", "Capacity: idle clients joined, then one broadcast", capacity_table),
 )
@@ -134,7 +199,7 @@ OTHER_CASES = (
 
 def case_sections(rows: Rows) -> list[str]:
     """A titled table per case present in `rows`, throughput and latency cases first."""
-    sections = []
+    sections = [LATENCY_NOTE, ""]
     for case, title, key, ratio_field, higher in THROUGHPUT_CASES:
         data = by_case(rows, case)
         if not data:
@@ -146,6 +211,9 @@ def case_sections(rows: Rows) -> list[str]:
         data = by_case(rows, case)
         if data:
             sections += [f"## {title}", "", table(data), ""]
+    spread = [r for r in rows if r["case"] in ("broadcast", "fanout")]
+    if spread:
+        sections += ["## Fan-out spread", "", spread_table(spread), ""]
     return sections
 
 

@@ -24,6 +24,8 @@ DEFAULT_SERVER = "threaded"
 MET, MISSED, NO_DATA = "met", "missed", "no data"
 # Above this the stalled run was faster than its own baseline: the pair is not comparable.
 STALL_COMPARABLE_ABOVE = 1.25
+DRIVER_MAX_FRACTION = 0.9
+SERVER_STALL_MS = 200.0  # bench/test_server_stall.py stops the server this long, once
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ def targets(rows: Rows) -> list[Target]:
         capacity_target(rows),
         joined_target(rows),
         stall_target(rows),
+        driver_target(rows),
+        server_stall_target(rows),
         *hostile_targets(rows),
         *tls_targets(rows),
     ]
@@ -206,3 +210,30 @@ def stall_target(rows: Rows) -> Target:
         )
     ok = rel >= 0.8 and delivery_cell(stalled) == "ok"
     return _judged(name, ok, f"{rel:.2f}x the no-stall rate (0.8x-1.25x: unchanged)", numbers)
+
+
+def driver_target(rows: Rows) -> Target:
+    name = "swarm driver below 0.9 of a core at the 8,000 msg/s sweep point, HdrHistogram on"
+    sweep = one(rows, "sweep", DEFAULT_SERVER, offered_msgs_per_s=8000)
+    if not sweep:
+        return _no_data(name, "sweep threaded at 8,000 msg/s")
+    used = sweep.get("driver_cpu_frac") or 0.0
+    return _judged(name, used < DRIVER_MAX_FRACTION, f"driver at {used:.2f} of a core", "")
+
+
+def server_stall_target(rows: Rows) -> Target:
+    """The stall shows in the corrected tail and the max, and mostly not in the uncorrected."""
+    name = "server stopped 200 ms: corrected p99 >= 100 ms, max >= 150 ms; uncorrected p99 < 100 ms"
+    row = one(rows, "server-stall", DEFAULT_SERVER)
+    if not row:
+        return _no_data(name, "server-stall threaded")
+    p99, peak = row.get("p99_ms") or 0.0, row.get("max_ms") or 0.0
+    hidden = row.get("uncorrected_p99_ms") or 0.0
+    half = SERVER_STALL_MS / 2
+    ok = p99 >= half and peak >= 0.75 * SERVER_STALL_MS and hidden < half
+    return _judged(
+        name,
+        ok and delivery_cell(row) == "ok",
+        f"corrected p99 {fmt(p99)} ms, max {fmt(peak)} ms; uncorrected p99 {fmt(hidden)} ms",
+        f"uncorrected max {fmt(row.get('uncorrected_max_ms'))} ms; delivery {delivery_cell(row)}",
+    )

@@ -1,16 +1,22 @@
 """The servers under test and how each is started; harness.process runs and stops them.
 
-Three kinds run side by side: `threaded` (chat.server, its default delivery), `inline`
-(chat.server --delivery inline, the original design) and `asyncio` (bench.asyncio_server).
+Our three kinds run side by side: `threaded` (chat.server, its default delivery), `inline`
+(chat.server --delivery inline, the original design) and `asyncio` (bench.asyncio_server); and
+real peers with the same workload through their own protocol (bench/wire.py): `redis` (Redis
+pub/sub) and `ngircd` (an IRC daemon), both started by bench/peers.py. A peer ignores the chat
+server's options.
 """
 
 from __future__ import annotations
 
 import sys
 
+from bench.peers import start_ngircd, start_redis
+from bench.wire import CHAT_WIRE, IRC_WIRE, REDIS_WIRE, ChatWire
 from harness import ServerProcess, chat_server_command, start_process
 
-SERVER_KINDS = ("threaded", "inline", "asyncio")
+SERVER_KINDS = ("threaded", "inline", "asyncio", "redis", "ngircd")
+PEER_KINDS = ("redis", "ngircd")
 
 
 def server_command(kind: str, *extra: str) -> list[str]:
@@ -26,5 +32,14 @@ def server_command(kind: str, *extra: str) -> list[str]:
 
 
 def start_server(kind: str, *extra: str) -> ServerProcess:
-    """Start a server of `kind` and wait for its `listening on HOST:PORT` line on stderr."""
+    """Start a server of `kind` and wait until it accepts connections."""
+    if kind == "redis":
+        return start_redis()
+    if kind == "ngircd":
+        return start_ngircd()
     return start_process(server_command(kind, *extra), label=kind)
+
+
+def wire_for(kind: str) -> ChatWire:
+    """How the swarm speaks to a server of `kind`."""
+    return {"redis": REDIS_WIRE, "ngircd": IRC_WIRE}.get(kind, CHAT_WIRE)

@@ -22,20 +22,29 @@ import struct
 import termios
 import time
 from collections.abc import Iterable
+from functools import partial
 
+from bench.swarm_arena import ReceiveArena
 from bench.swarm_client import (
     NOT_NOW,
     READ,
     READABLE,
-    RECV_BYTES,
     WRITE,
     Client,
     Poller,
     SwarmError,
 )
-from bench.swarm_send import PacedSender, SenderPlan, burst, next_due_wait_ns
+from bench.swarm_send import (
+    PacedSender,
+    SenderPlan,
+    Watch,
+    burst,
+    expected_bytes,
+    next_due_wait_ns,
+)
 from bench.swarm_verify import Verdict, percentile_ms, verify_reader
 from bench.swarm_window import DRIVER_SATURATED_FRACTION, ConnectReport, DriveReport, DriveState
+from bench.wire import CHAT_WIRE, ChatWire
 from chat.cli import raise_open_files_limit
 from chat.protocol import encode_line, password_line
 
@@ -68,18 +77,22 @@ class Swarm:
         prefix: str = "c",
         tls: ssl.SSLContext | None = None,
         password: str | None = None,
+        wire: ChatWire = CHAT_WIRE,
     ) -> None:
         """A swarm of the server at `address`, clients named `prefix` + index; over TLS with
-        the client context `tls`; presenting `password` before each name."""
+        the client context `tls`; presenting `password` before each name; speaking `wire`
+        (the chat protocol, or a peer's: bench/wire.py)."""
         raise_open_files_limit()
         self.address = address
         self.prefix = prefix
         self.tls = tls
         self.hello = encode_line(password_line(password)) if password is not None else b""
+        self.wire = wire
         self.clients: list[Client] = []
         self.poller = Poller()
         self.sent: dict[int, int] = {}
         self.stalled: set[int] = set()
+        self.arena = ReceiveArena()
 
     # --- joining -------------------------------------------------------------------------------
 
@@ -124,7 +137,7 @@ class Swarm:
         if err not in (0, errno.EINPROGRESS):
             sock.close()
             raise SwarmError(f"connect failed: {errno.errorcode.get(err, err)}")
-        client = Client(index, f"{self.prefix}{index}", sock)
+        client = Client(index, f"{self.prefix}{index}", sock, self.wire)
         self.clients.append(client)
         self.poller.register(client, WRITE)
 
@@ -165,6 +178,7 @@ class Swarm:
         for client in self.clients:
             client.chunks.clear()
             client.pending = 0
+        self.arena.reset()
         self.sent = {}
         for index in stalled:
             client = self.clients[index]
@@ -195,6 +209,11 @@ class Swarm:
             client.events |= READ
             self.poller.apply(client)
 
+    def reserve(self, plans: list[SenderPlan]) -> None:
+        """Touch the pages the next window's reads will land on now, before any clock starts."""
+        readers = [c for c in self.clients if c.index not in self.stalled and c.state != "closed"]
+        self.arena.reserve(expected_bytes(plans, readers))
+
     def drive(
         self,
         plans: list[SenderPlan],
@@ -208,6 +227,7 @@ class Swarm:
         one line per send would otherwise have the swarm spend a recv on every single line.
         Nothing read for `idle_timeout_s` with nothing left to send also ends it, timed out.
         """
+        self.reserve(plans)
         readers = self._expect(plans)
         # A collection pass over millions of kept chunks would stall the loop for milliseconds.
         gc_was_enabled = gc.isenabled()
@@ -232,8 +252,6 @@ class Swarm:
         paced = self._start_senders(plans, t0)
         window = DriveState(readers, paced, t0, cpu0, deadline_ns=t0 + int(timeout_s * 1e9))
         poll = self.poller.epoll.poll
-        # One preallocated buffer: a fresh 1 MiB bytes per recv would cost an mmap each time.
-        rbuf = bytearray(RECV_BYTES)
         last_poll_ns = 0
         while self._still_waiting(window):
             now = time.monotonic_ns()
@@ -245,7 +263,7 @@ class Swarm:
             if interval_ns and now - last_poll_ns < interval_ns:
                 time.sleep((interval_ns - (now - last_poll_ns)) / 1e9)
             last_poll_ns = time.monotonic_ns()
-            self._read_ready(window, poll(max(wait_ns, 0) / 1e9), rbuf)
+            self._read_ready(window, poll(max(wait_ns, 0) / 1e9))
         return window.report()
 
     def _still_waiting(self, window: DriveState) -> bool:
@@ -259,46 +277,45 @@ class Swarm:
         window.done = []
         return bool(window.readers)
 
-    def _read_ready(
-        self, window: DriveState, events: list[tuple[int, int]], rbuf: bytearray
-    ) -> None:
+    def _read_ready(self, window: DriveState, events: list[tuple[int, int]]) -> None:
         """Flush the writable, read the readable: stamp and keep each chunk, count its newlines.
 
-        The per-read path of the whole benchmark: everything it uses is a local.
+        The per-read path of the whole benchmark: everything it uses is a local. Reads land in
+        the arena's reserved blocks, so no read allocates or touches a fresh page.
         """
         clients, flush = self.poller.clients, self.poller.flush
         tls = self.tls is not None
         readers, done = window.readers, window.done
         monotonic_ns = time.monotonic_ns
+        arena = self.arena
         last_read_ns = window.last_read_ns
-        with memoryview(rbuf) as rview:
-            for fd, mask in events:
-                client = clients[fd]
-                if mask & WRITE:
-                    flush(client)
-                if not mask & READABLE:
-                    continue
-                try:
-                    size = client.sock.recv_into(rbuf)
-                except NOT_NOW:
-                    continue
-                except OSError:
-                    size = 0
-                if tls and size:
-                    size = more_records(client.sock, rview, size)
-                if size:
-                    stamp = last_read_ns = monotonic_ns()
-                    data = rview[:size].tobytes()
-                    client.chunks.append((stamp, data))
-                    if client.pending > 0:
-                        client.pending -= data.count(b"\n")
-                        if client.pending <= 0 and client.index in readers:
-                            readers.discard(client.index)
-                            done.append(client)
-                            window.last_line_ns, window.last_line_cpu_s = stamp, time.process_time()
-                else:
-                    self.poller.close_client(client)
-                    readers.discard(client.index)
+        for fd, mask in events:
+            client = clients[fd]
+            if mask & WRITE:
+                flush(client)
+            if not mask & READABLE:
+                continue
+            room = arena.room()
+            try:
+                size = client.sock.recv_into(room)
+            except NOT_NOW:
+                continue
+            except OSError:
+                size = 0
+            if tls and size:
+                size = more_records(client.sock, room, size)
+            if size:
+                stamp = last_read_ns = monotonic_ns()
+                client.chunks.append((stamp, arena.take(room, size)))
+                if client.pending > 0:
+                    client.pending -= arena.newlines(size)
+                    if client.pending <= 0 and client.index in readers:
+                        readers.discard(client.index)
+                        done.append(client)
+                        window.last_line_ns, window.last_line_cpu_s = stamp, time.process_time()
+            else:
+                self.poller.close_client(client)
+                readers.discard(client.index)
         window.last_read_ns = last_read_ns
 
     def _expect(self, plans: list[SenderPlan]) -> set[int]:
@@ -309,7 +326,7 @@ class Swarm:
         for client in self.clients:
             if client.index in self.stalled or client.state == "closed":
                 continue
-            client.pending += total - own.get(client.index, 0)
+            client.pending += self.wire.expected_newlines(total, own.get(client.index, 0))
             if client.pending > 0:
                 readers.add(client.index)
         return readers
@@ -320,7 +337,8 @@ class Swarm:
         return client.pending <= 0
 
     def _expected_for(self, index: int) -> int:
-        return sum(n for sender, n in self.sent.items() if sender != index)
+        """Newlines owed to a client for everything sent since the window began."""
+        return self.wire.expected_newlines(sum(self.sent.values()), self.sent.get(index, 0))
 
     def _start_senders(self, plans: list[SenderPlan], t0: int) -> list[PacedSender]:
         """Queue every burst now; return the paced senders, each due from its start offset."""
@@ -328,16 +346,28 @@ class Swarm:
         for plan in plans:
             first = self.sent.get(plan.index, 0)
             self.sent[plan.index] = first + plan.count
+            client = self.clients[plan.index]
+            encode = partial(self.wire.message, client.name)
             if plan.rate_per_s <= 0:
-                self._queue(self.clients[plan.index], burst(plan, first))
+                self._queue(client, burst(plan, first, encode))
             elif plan.count > 0:
-                paced.append(PacedSender(plan, first, t0))
+                paced.append(PacedSender(plan, first, t0, self._watch(plan), encode))
         return paced
 
+    def _watch(self, plan: SenderPlan) -> Watch | None:
+        """For a plan with `max_in_flight`: the next client, whose lines tell what arrived.
+
+        It counts every line that client reads, so such a plan is meant to be the only sender.
+        """
+        if plan.max_in_flight <= 0:
+            return None
+        watcher = self.clients[(plan.index + 1) % len(self.clients)]
+        return Watch(watcher, self.wire.newlines_per_delivery)
+
     def _send_due(self, window: DriveState, now: int) -> int:
-        """Send every paced probe that is due, stamped now; returns the wait (ns) to the next."""
+        """Send every paced probe that is due (unless its sender waits); returns the wait (ns)."""
         for sender in window.paced:
-            if sender.due_ns <= now:
+            if sender.due_ns <= now and not sender.waiting:
                 window.max_lag_ns = max(window.max_lag_ns, now - sender.due_ns)
                 self._queue(self.clients[sender.plan.index], sender.lines_due(now))
         window.paced[:] = [sender for sender in window.paced if not sender.finished]
@@ -369,7 +399,9 @@ class Swarm:
         """Close every client socket."""
         for client in self.clients:
             self.poller.close_client(client)
+            client.chunks.clear()
         self.poller.close()
+        self.arena.release()
 
 
 def more_records(sock: socket.socket, view: memoryview, size: int) -> int:

@@ -12,28 +12,15 @@ import select
 import socket
 import ssl
 
-from chat.protocol import (
-    DELIMITER,
-    ENCODING,
-    ERROR_PREFIX,
-    LINE_TOO_LONG,
-    NOTICE_PREFIX,
-    Accepted,
-    ClientHandshake,
-    LineDecoder,
-    encode_line,
-)
+from bench.wire import CHAT_WIRE, MAX_LINE_BYTES, ChatWire, Greeting, Refused
 
-RECV_BYTES = 1 << 20
+RECV_BYTES = MAX_LINE_BYTES
 JOIN_RECV_BYTES = 1 << 16  # below malloc's mmap threshold: joining does many small reads
 SEND_BYTES = 1 << 18
 READ = select.EPOLLIN
 WRITE = select.EPOLLOUT
 # Errors and hang-ups are reported as readable: the recv that follows sees them.
 READABLE = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
-# How notices and errors start, at the start of a read and after a newline: not chat lines.
-SERVER_LINE_PREFIXES = (NOTICE_PREFIX.encode(ENCODING), ERROR_PREFIX.encode(ENCODING))
-SERVER_LINE_STARTS = tuple(DELIMITER + prefix for prefix in SERVER_LINE_PREFIXES)
 # A non-blocking TLS socket says "not now" with these instead of BlockingIOError.
 NOT_NOW = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
@@ -56,16 +43,20 @@ class Client:
         "wbuf",
         "woff",
         "events",
+        "wire",
     )
 
-    def __init__(self, index: int, name: str, sock: socket.socket) -> None:
+    def __init__(
+        self, index: int, name: str, sock: socket.socket, wire: ChatWire = CHAT_WIRE
+    ) -> None:
         self.index = index
         self.name = name
         self.sock = sock
+        self.wire = wire
         self.state = "connecting"
-        # While joining: the framing and the client handshake of the server's first lines.
-        self.joining: tuple[LineDecoder, ClientHandshake] | None = None
-        self.chunks: list[tuple[int, bytes]] = []
+        # While joining: what reads the server's first lines (chat: the client handshake).
+        self.joining: Greeting | None = None
+        self.chunks: list[tuple[int, memoryview]] = []  # (received ns, bytes in the arena)
         self.pending = 0
         self.wbuf = bytearray()
         self.woff = 0
@@ -101,10 +92,10 @@ class Client:
         self.send_name(hello)
 
     def send_name(self, hello: bytes) -> None:
-        """Send the name (after `hello`), start reading the greeting."""
-        self.sock.send(hello + encode_line(self.name))
+        """Send the name (after `hello`; the wire's join for a peer), start reading the greeting."""
+        self.sock.send(hello + self.wire.join_bytes(self.name))
         self.state = "joining"
-        self.joining = (LineDecoder(max_line_bytes=RECV_BYTES), ClientHandshake())
+        self.joining = self.wire.greeting()
         self.events = READ
 
     def greeting_received(self, data: bytes) -> bool:
@@ -113,27 +104,21 @@ class Client:
             raise SwarmError(f"{self.name}: closed while joining: {bytes(self.wbuf)!r}")
         self.wbuf += data  # nothing to send yet, so the write buffer holds the greeting
         assert self.joining is not None
-        decoder, handshake = self.joining
-        for raw in decoder.feed(data):
-            if raw is LINE_TOO_LONG:
-                continue
-            outcome = handshake.line_received(raw.decode(ENCODING, "replace"))
-            if isinstance(outcome, Accepted):
-                # What followed the welcome in this read (join notices) is not kept, as settle()
-                # would discard it anyway.
-                self.state = "joined"
-                self.joining = None
-                self.wbuf.clear()
-                return True
-            if outcome is not None:
-                raise SwarmError(f"{self.name}: refused: {bytes(self.wbuf)!r}")
-        return False
+        try:
+            welcomed = self.joining.welcomed(data)
+        except Refused:
+            raise SwarmError(f"{self.name}: refused: {bytes(self.wbuf)!r}") from None
+        if welcomed:
+            # What followed the welcome in this read (join notices) is not kept, as settle()
+            # would discard it anyway.
+            self.state = "joined"
+            self.joining = None
+            self.wbuf.clear()
+        return welcomed
 
     def chat_lines_read(self) -> int:
-        """Lines read this window that are chat lines: every newline but notices' and errors'."""
-        data = b"".join(chunk for _, chunk in self.chunks)
-        other = sum(map(data.count, SERVER_LINE_STARTS)) + data.startswith(SERVER_LINE_PREFIXES)
-        return data.count(b"\n") - other
+        """Newlines read this window that count towards deliveries (chat: not notices')."""
+        return self.wire.counted_newlines(b"".join(chunk for _, chunk in self.chunks))
 
 
 class Poller:

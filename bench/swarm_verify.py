@@ -2,7 +2,9 @@
 
 Runs off the clock, over the chunks a reader kept: frames them with chat.protocol.LineDecoder,
 parses chat lines and probes, and counts losses, duplicates, reordering and latencies into a
-`Verdict`. `percentile_ms` summarises the latencies.
+`Verdict`. Each timed delivery keeps its latency from the probe's send stamp (uncorrected), from
+its intended time (corrected; the same for probes not paced), when it arrived, and the spread of
+its broadcast over the receivers. `percentile_ms` summarises a list of latencies.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import itertools
 from dataclasses import dataclass, field
 
 from bench.swarm_client import RECV_BYTES, Client
-from chat.probe import parse_probe
-from chat.protocol import LINE_TOO_LONG, LineDecoder, parse_server_line
+from chat.probe import parse_probe_times
+from chat.protocol import LINE_TOO_LONG, LineDecoder
+from harness.latency import SpreadTracker
 
 
 @dataclass
@@ -25,7 +28,10 @@ class Verdict:
     duplicates: int = 0
     out_of_order: int = 0
     unexpected: int = 0
-    latencies_ns: list[int] = field(default_factory=list)
+    latencies_ns: list[int] = field(default_factory=list)  # from the send (uncorrected)
+    corrected_ns: list[int] = field(default_factory=list)  # from the intended send time
+    received_ns: list[int] = field(default_factory=list)  # when each of those arrived
+    spread: SpreadTracker = field(default_factory=SpreadTracker)
 
     @property
     def ok(self) -> bool:
@@ -50,43 +56,41 @@ def verify_reader(
     Latencies are kept for senders in `timed` only (None: every sender).
     """
     decoder = LineDecoder(max_line_bytes=RECV_BYTES)
+    wire = client.wire
+    own = client.name if wire.echoes else None
+    separator = wire.separator
     seqs: dict[str, list[int]] = {
         name: [] for name, (index, _) in senders_sent.items() if index != client.index
     }
-    latencies = verdict.latencies_ns
+    latencies, corrected, received = verdict.latencies_ns, verdict.corrected_ns, verdict.received_ns
+    arrived = verdict.spread.arrived
     senders: dict[bytes, str | None] = {}
     for stamp, chunk in client.chunks:
-        for raw in decoder.feed(chunk):
+        for raw in decoder.feed(chunk.tobytes()):
             if raw is LINE_TOO_LONG:
                 verdict.unexpected += 1
                 continue
-            head, sep, body = raw.partition(b": ")
+            head, sep, body = raw.partition(separator)
             name = senders.get(head, False) if sep else None
             if name is False:
-                name = senders[head] = _chat_sender(raw)
+                name = senders[head] = wire.chat_sender(raw)
             elif name is None and not sep:
-                name = _chat_sender(raw)
-            if name is None:
+                name = wire.chat_sender(raw)
+            if name is None or name == own:
                 continue
-            probe = parse_probe(body.decode("utf-8", "replace"))
+            probe = parse_probe_times(body.decode("utf-8", "replace"))
             if probe is None or name not in seqs:
                 verdict.unexpected += 1
                 continue
-            seqs[name].append(probe[0])
+            seq, sent_ns, intended_ns = probe
+            seqs[name].append(seq)
             if timed is None or name in timed:
-                latencies.append(stamp - probe[1])
+                latencies.append(stamp - sent_ns)
+                corrected.append(stamp - intended_ns)
+                received.append(stamp)
+                arrived((name, seq), stamp)
     for name, got in seqs.items():
         _check_sequence(got, senders_sent[name][1], verdict)
-
-
-def _chat_sender(raw: bytes) -> str | None:
-    """The sender of a chat line (chat.protocol decides), None for notices, errors, privates.
-
-    What parse_server_line says depends only on the part before the first ": ", so the caller
-    caches the answer per distinct prefix instead of parsing every one of millions of lines.
-    """
-    line = parse_server_line(raw.decode("utf-8", "replace"))
-    return line.name if line.kind == "chat" else None
 
 
 def _check_sequence(got: list[int], count: int, verdict: Verdict) -> None:

@@ -2,7 +2,8 @@
 
 Shared by tests/, bench/ and loadtest/run.py, so each of these pieces exists once; chat/ never
 imports it. `harness.process` launches a server and waits for its `listening on HOST:PORT` line,
-`harness.ports` finds a free port, `harness.peer` is a raw-socket client with deadlines.
+`harness.ports` finds a free port, `harness.peer` is a raw-socket client with deadlines,
+`harness.latency` summarises latencies with HdrHistogram (bench and the load test, mergeable).
 """
 
 from harness.peer import Peer

@@ -118,12 +118,16 @@ def start_process(
     env: Mapping[str, str] | None = None,
     log_path: Path | None = None,
     timeout_s: float = STARTUP_TIMEOUT_S,
+    ready: tuple[str, tuple[str, int]] | None = None,
 ) -> ServerProcess:
     """Run `cmd`, a server that logs `listening on HOST:PORT` on stderr, and wait for that line.
 
     `env`: variables set on top of this process's environment. `log_path`: a file that gets all
     of the server's stderr, as it comes. The child runs in the checkout's root directory.
+    `ready`: for a server told its address beforehand (a peer such as redis-server), the text
+    of the stderr line that says it is ready, and that address.
     """
+    pattern = re.compile(re.escape(ready[0])) if ready else _LISTENING_RE
     # Line-buffered, so the file is readable while the server runs; the drain thread closes it.
     log = open(log_path, "w", buffering=1) if log_path else None
     proc = subprocess.Popen(
@@ -138,16 +142,18 @@ def start_process(
     assert proc.stderr is not None
     lines: list[str] = []
     found: list[re.Match[str]] = []
-    ready = threading.Event()
-    drain_args = (proc.stderr, lines, found, ready, log)
+    started = threading.Event()
+    drain_args = (proc.stderr, lines, found, started, log, pattern)
     threading.Thread(target=_drain, args=drain_args, daemon=True).start()
     try:
-        ready.wait(timeout_s)
+        started.wait(timeout_s)
     except BaseException:  # interrupted while waiting: never leave the child behind
         proc.kill()
         proc.wait()
         raise
     if found:
+        if ready:
+            return ServerProcess(proc, *ready[1], lines, label)
         host, port, tls_only, tls_port = found[0].groups()
         tls = int(port) if tls_only else int(tls_port) if tls_port else None
         return ServerProcess(proc, host, int(port), lines, label, tls)
@@ -163,15 +169,16 @@ def _drain(
     found: list[re.Match[str]],
     ready: threading.Event,
     log: IO[str] | None,
+    pattern: re.Pattern[str] = _LISTENING_RE,
 ) -> None:
-    """Read the server's stderr to the end; signal `ready` at the `listening on` line or EOF."""
+    """Read the server's stderr to the end; signal `ready` at the `pattern` line or EOF."""
     try:
         for line in stream:
             if log is not None:
                 log.write(line)
             if len(lines) < KEPT_STDERR_LINES:
                 lines.append(line)
-            match = None if found else _LISTENING_RE.search(line)
+            match = None if found else pattern.search(line)
             if match:
                 found.append(match)
                 ready.set()

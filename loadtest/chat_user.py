@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib.util
 import random
 import sys
+import time
 from pathlib import Path
 
 LOADTEST_MODULES = ("locust", "psutil")  # the `loadtest` extra in pyproject.toml
@@ -74,26 +75,40 @@ from loadtest.run_control import run_of  # noqa: E402 (registers the end-of-run 
 PASSWORD_ENV = "CHAT_PASSWORD"  # as the terminal client: a password never goes on argv
 
 RECONNECT_MIN_WAIT_S = 1.0
+# A user further behind its schedule than this drops the backlog rather than send it in a burst
+# (a person does not type a minute of missed messages at once); the lateness it had is counted.
+MAX_BEHIND_S = 10.0
 
 
 class ChatUser(User):
     """A person in the room: joins under a unique name, chats at a share of the room's rate, reads
-    everything. Override `wait_time` in a subclass for other pacing."""
+    everything. Override `wait_time` in a subclass for other pacing.
+
+    The pacing is open-loop: message times are drawn on a fixed schedule (a Poisson process at
+    the user's share of the rate), not from whenever the last send finished, so a user held up
+    by a slow server or a busy Locust sends late rather than less, and each probe carries the
+    time it was due (the summary's corrected latency counts from it, as wrk2 does).
+    """
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         self.client: ChatClient | None = None
         self._options = options_of(environment)
+        self._due_s = time.monotonic()  # when the next message is due by the schedule
 
     def wait_time(self) -> float:
         options = self._options
         runner = self.environment.runner
         users = options.chat_room_users or (runner.target_user_count if runner else 1) or 1
         rate = options.chat_room_rate
-        pause = random.expovariate(rate / users) if rate > 0 else 1.0
+        now = time.monotonic()
         if self.client is None or not self.client.connected:
-            pause = max(pause, RECONNECT_MIN_WAIT_S)
-        return pause
+            self._due_s = now + RECONNECT_MIN_WAIT_S  # a new schedule from the reconnection
+            return RECONNECT_MIN_WAIT_S
+        if rate <= 0:
+            return 1.0
+        self._due_s = max(self._due_s, now - MAX_BEHIND_S) + random.expovariate(rate / users)
+        return max(0.0, self._due_s - now)
 
     def on_start(self) -> None:
         self._join()
@@ -106,7 +121,8 @@ class ChatUser(User):
         if self.client is None or not self.client.connected:
             self._join()
         elif self._options.chat_room_rate > 0:
-            self.client.send_probe(self._options.chat_message_bytes)
+            late_s = max(0.0, time.monotonic() - self._due_s)
+            self.client.send_probe(self._options.chat_message_bytes, late_s)
 
     def on_stop(self) -> None:
         if self.client is not None:
@@ -134,6 +150,7 @@ class ChatUser(User):
             password=password,
         )
         self.client.connect(options.chat_connect_timeout_s)
+        self._due_s = time.monotonic()  # the schedule starts when the user is in the room
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import gevent
 
-from chat.probe import parse_probe, probe_text
+from chat.probe import parse_probe_times, probe_text
 from chat.protocol import (
     LEAVE_LINE,
     Accepted,
@@ -168,10 +168,16 @@ class ChatClient:
                 if isinstance(answer, Accepted):
                     return lines[i + 1 :]
 
-    def send_probe(self, size: int) -> None:
-        """Send the next probe message; reports `send` (time to hand it to the socket)."""
+    def send_probe(self, size: int, late_s: float = 0.0) -> None:
+        """Send the next probe message; reports `send` (time to hand it to the socket).
+
+        `late_s`: how far behind its schedule the sender is; the probe then carries the time it
+        was due as well, and receivers count latency from it too (corrected).
+        """
         seq = self.sent_seq + 1
-        data = encode_line(probe_text(seq, self._clock(), size))
+        now = self._clock()
+        intended = now - int(late_s * 1e9) if late_s > 0 else None
+        data = encode_line(probe_text(seq, now, size, intended_ns=intended))
         sock = self._sock
         assert sock is not None, "send_probe while not connected"
         with self._request.measure(REQUEST_TYPE, "send", response_length=len(data)) as outcome:
@@ -245,7 +251,7 @@ class ChatClient:
             return
         line = parse_server_line(raw.decode("utf-8", "replace"))
         if line.kind == "chat":
-            probe = parse_probe(line.text)
+            probe = parse_probe_times(line.text)
             if probe is None or line.name is None:
                 self.ledger.foreign_lines += 1
                 return
@@ -260,7 +266,9 @@ class ChatClient:
         else:
             self.ledger.foreign_lines += 1
 
-    def _on_probe(self, sender: str, seq: int, sent_ns: int, length: int, now_ns: int) -> None:
+    def _on_probe(
+        self, sender: str, seq: int, sent_ns: int, intended_ns: int, length: int, now_ns: int
+    ) -> None:
         """Count a delivery; every `deliver_sample`-th one is also a timed `deliver` request."""
         self.tally.heard(sender, seq)
         ledger = self.ledger
@@ -270,7 +278,9 @@ class ChatClient:
             return
         self._countdown = self._sample
         if ledger.timed(sender, self._wall_clock):
-            self._fire("deliver", max(0, now_ns - sent_ns) / 1e6, length, None)
+            uncorrected = max(0, now_ns - sent_ns)
+            ledger.record_latency(max(0, now_ns - intended_ns), uncorrected)
+            self._fire("deliver", uncorrected / 1e6, length, None)
         else:
             ledger.untimed += 1
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import gevent
 
+from harness.latency import encode, histogram_of_counts, merge_encoded, summary_ms, to_us
 from loadtest.identity import same_clock
 
 LAG_BUCKET_NS = 100_000  # read lag histogram: 0.1 ms buckets
@@ -103,6 +104,12 @@ class DeliveryLedger:
         self.deliveries = 0
         self.untimed = 0
         self.read_lag: dict[int, int] = {}  # LAG_BUCKET_NS buckets -> reads
+        # Timed deliveries' latency, counted per microsecond (HdrHistograms at the end, so they
+        # merge across processes): from the intended send time, from the actual send, and the
+        # corrected one per second of arrival (wall clock, the same second in every process).
+        self.corrected_us: dict[int, int] = {}
+        self.uncorrected_us: dict[int, int] = {}
+        self.per_second_us: dict[int, dict[int, int]] = {}
         self.foreign_lines = 0
         self.counts = {"connects": 0, "connect_failures": 0, "errors": 0, "disconnects": 0}
         self._timed_cache: dict[str, bool] = {}
@@ -113,6 +120,15 @@ class DeliveryLedger:
         if known is None:
             known = self._timed_cache[sender] = wall_clock or same_clock(sender)
         return known
+
+    def record_latency(self, corrected_ns: int, uncorrected_ns: int) -> None:
+        """Count one timed delivery (the per-delivery path: dict increments only)."""
+        corrected = to_us(corrected_ns)
+        self.corrected_us[corrected] = self.corrected_us.get(corrected, 0) + 1
+        uncorrected = to_us(uncorrected_ns)
+        self.uncorrected_us[uncorrected] = self.uncorrected_us.get(uncorrected, 0) + 1
+        second = self.per_second_us.setdefault(int(time.time()), {})
+        second[corrected] = second.get(corrected, 0) + 1
 
     def drain(self, max_s: float) -> tuple[float, bool]:
         """Keep reading (other greenlets do) until nothing arrives for a while; (seconds, quiet)."""
@@ -141,6 +157,12 @@ class DeliveryLedger:
             "untimed": self.untimed,
             "read_lag": sorted(self.read_lag.items()),  # pairs: msgpack maps want str keys
             "foreign_lines": self.foreign_lines,
+            "latency_hdr": encode(histogram_of_counts(self.corrected_us)),
+            "uncorrected_hdr": encode(histogram_of_counts(self.uncorrected_us)),
+            "per_second_hdr": [
+                [second, encode(histogram_of_counts(counts))]
+                for second, counts in sorted(self.per_second_us.items())
+            ],
             "users": len(self.receivers),
             "connected": sum(r.connected for r in self.receivers),
             **self.counts,
@@ -164,6 +186,34 @@ def lag_percentiles(pairs: Iterable[Sequence[int]]) -> dict[str, float] | None:
             out[targets.pop(0)[0]] = round(bucket * LAG_BUCKET_NS / 1e6, 1)
     out["max"] = round(ordered[-1][0] * LAG_BUCKET_NS / 1e6, 1)
     return out
+
+
+def merged_latency(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every process's histograms merged: corrected and uncorrected summaries (ms)."""
+    corrected = merge_encoded(r.get("latency_hdr", "") for r in reports if r.get("latency_hdr"))
+    uncorrected = merge_encoded(r["uncorrected_hdr"] for r in reports if r.get("uncorrected_hdr"))
+    return {
+        "timed": corrected.get_total_count(),
+        "corrected_ms": summary_ms(corrected),
+        "uncorrected_ms": summary_ms(uncorrected),
+    }
+
+
+def latency_over_time(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Corrected p50/p99/max per second of the run (Unix time), every process merged."""
+    seconds: dict[int, list[str]] = {}
+    for report in reports:
+        for second, encoded in report.get("per_second_hdr", []):
+            seconds.setdefault(int(second), []).append(encoded)
+    rows = []
+    for second in sorted(seconds):
+        histogram = merge_encoded(seconds[second])
+        summary = summary_ms(histogram)
+        rows.append(
+            {"timestamp": second, "count": histogram.get_total_count()}
+            | {key: summary[key] for key in ("p50", "p99", "max")}
+        )
+    return rows
 
 
 def check_deliveries(reports: list[dict[str, Any]]) -> dict[str, int]:

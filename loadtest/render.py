@@ -60,8 +60,27 @@ def summary_lines(
                 f"`deliver` ends at {summary['latency_to']}"
             )
         )
+    latency = summary.get("latency")
+    if latency and latency["timed"]:
+        lines.append(SummaryLine(_latency_text(latency)))
     lines.extend(_locust_cpu_lines(summary))
     return lines
+
+
+def _latency_text(latency: dict[str, Any]) -> str:
+    """Corrected and uncorrected percentiles of the timed deliveries, as wrk2 prints both."""
+
+    def row(numbers: dict[str, float | None]) -> str:
+        return " ".join(
+            f"{name} {numbers[key]:.1f}" if numbers[key] is not None else f"{name} -"
+            for name, key in (("p50", "p50"), ("p99", "p99"), ("p99.9", "p999"), ("max", "max"))
+        )
+
+    return (
+        f"delivery latency ms over {latency['timed']} timed deliveries, from the schedule "
+        f"(corrected): {row(latency['corrected_ms'])}; from the send (uncorrected): "
+        f"{row(latency['uncorrected_ms'])}"
+    )
 
 
 def _server_stats_text(server: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ import locust.stats
 from locust.env import Environment
 
 from loadtest.client import REQUEST_TYPE, DeliveryProblem
-from loadtest.ledger import check_deliveries, lag_percentiles
+from loadtest.ledger import check_deliveries, lag_percentiles, latency_over_time, merged_latency
 from loadtest.options import connection_settings, options_of, parse_address
 from loadtest.render import summary_lines
 from loadtest.server_stats import fetch_server_stats, server_cross_check
@@ -65,6 +66,7 @@ def finish_run(
         "drain_quiet": all(r["quiet"] for r in reports),
         **totals,
         "foreign_lines": sum(r["foreign_lines"] for r in reports),
+        "latency": merged_latency(reports),
         "server": server_cross_check(server_start, server_end, check),
         **locust_use(reports, runner),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -73,14 +75,33 @@ def finish_run(
     _fire_verdicts(environment, check, summary)
     for line in summary_lines(summary, "chat summary"):
         (log.warning if line.warning else log.info)("%s", line.text)
+    write_files(options, summary, reports)
+
+
+def write_files(options: Any, summary: dict[str, Any], reports: list[dict[str, Any]]) -> None:
+    """The summary JSON, and with --csv the latency series beside Locust's CSVs."""
     if options.chat_summary:  # first: a run that is quitting may not outlive the sleep below
         path = Path(options.chat_summary)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=2) + "\n")
     if getattr(options, "csv_prefix", None):
+        write_over_time_csv(Path(f"{options.csv_prefix}_latency_over_time.csv"), reports)
         # Locust writes its CSV once a second and not again at exit (locust#1806): let it run
         # once more, so the file holds the drain's deliveries and the delivery-check row.
         gevent.sleep(locust.stats.CSV_STATS_INTERVAL_SEC + 0.2)
+
+
+OVER_TIME_COLUMNS = ("timestamp", "count", "p50", "p99", "max")
+
+
+def write_over_time_csv(path: Path, reports: list[dict[str, Any]]) -> None:
+    """Corrected delivery latency per second (Unix time; ms), beside Locust's own CSVs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["Timestamp", "Deliveries", "p50 ms", "p99 ms", "max ms"])
+        for row in latency_over_time(reports):
+            writer.writerow(["" if row[k] is None else row[k] for k in OVER_TIME_COLUMNS])
 
 
 def locust_use(reports: list[dict[str, Any]], runner: Any) -> dict[str, Any]:

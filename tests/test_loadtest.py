@@ -145,6 +145,13 @@ def test_headless_run_connects_sends_and_delivers_every_message_without_failures
     assert float(rows["send"]["Average Content Size"]) == 101  # 100 characters and the newline
     for name in ("stats.csv", "stats_history.csv", "failures.csv", "exceptions.csv"):
         assert (tmp_path / f"locust_{name}").exists(), name
+    # Beside Locust's CSVs: corrected latency per second, every delivery of the run in it.
+    over_time = (tmp_path / "locust_latency_over_time.csv").read_text().splitlines()
+    assert over_time[0] == "Timestamp,Deliveries,p50 ms,p99 ms,max ms"
+    latency = summary["latency"]
+    assert latency["timed"] > 0
+    assert sum(int(line.split(",")[1]) for line in over_time[1:]) == latency["timed"]
+    assert latency["corrected_ms"]["max"] >= latency["uncorrected_ms"]["max"]
     assert (tmp_path / "report.html").stat().st_size > 0
 
 

@@ -203,3 +203,44 @@ def test_busiest_window_is_never_below_the_average(steps: list, window_s: float)
         samples.append((t, cpu))
     average, peak = cpu_use_pct(samples, window_s)
     assert peak >= average
+
+
+LATENCY_SCENARIO = r"""
+import json
+from locust.event import EventHook
+from chat.probe import probe_text
+from chat.protocol import chat_line, encode_line
+from loadtest.client import ChatClient
+from loadtest.identity import unique_name
+from loadtest.ledger import DeliveryLedger, latency_over_time, merged_latency
+
+MS = 1_000_000
+alice = unique_name("alice")                  # one of ours: same clock, so timed
+a, b = DeliveryLedger(), DeliveryLedger()   # two Locust processes
+for ledger, late_ms, seqs in ((a, 0, range(90)), (b, 50, range(10))):
+    c = ChatClient(("127.0.0.1", 9), "r", ledger, EventHook(), to_arrival=False)
+    for seq in seqs:                          # sent at 1000 ms, read 2 ms later
+        intended = 1000 * MS - late_ms * MS if late_ms else None
+        body = probe_text(seq, 1000 * MS, intended_ns=intended)
+        c.on_data(encode_line(chat_line(alice, body)), 1002 * MS)
+reports = [a.report(), b.report()]
+print(json.dumps([merged_latency(reports), latency_over_time(reports)]))
+"""
+
+
+def test_latency_histograms_merge_across_processes_corrected_beside_uncorrected() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", LATENCY_SCENARIO],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=LOCUST_TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr
+    latency, over_time = json.loads(done.stdout)
+    assert latency["timed"] == 100
+    # 10 of 100 deliveries were sent 50 ms behind their schedule: only corrected counts it.
+    assert latency["uncorrected_ms"]["max"] == pytest.approx(2, rel=0.01)
+    assert latency["corrected_ms"]["p50"] == pytest.approx(2, rel=0.01)
+    assert latency["corrected_ms"]["max"] == pytest.approx(52, rel=0.01)
+    assert sum(row["count"] for row in over_time) == 100

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chat import protocol
-from chat.probe import parse_probe, probe_text
+from chat.probe import parse_probe, parse_probe_times, probe_text
 from chat.protocol import (
     LINE_TOO_LONG,
     Accepted,
@@ -140,6 +140,14 @@ def test_probe_bodies_round_trip_and_pad_to_size():
     assert parse_probe(probe_text(1, 2)) == (1, 2)
     assert parse_probe("hello") is None
     assert parse_probe("#x y") is None
+
+
+def test_paced_probe_carries_its_intended_time_and_plain_ones_use_the_send_time():
+    body = probe_text(3, 2000, size=80, intended_ns=1500)
+    assert len(body) == 80
+    assert parse_probe_times(body) == (3, 2000, 1500)
+    assert parse_probe(body) == (3, 2000)
+    assert parse_probe_times(probe_text(4, 9, size=64)) == (4, 9, 9)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from test_report_tls import TLS_TARGET_COUNT, tls_met
 from bench import report
 from bench.targets import CAPACITY_CLIENTS, JOIN_TARGET_S, REQUIRED_RATES_PER_S
 
-TARGET_COUNT = 7 + HOSTILE_TARGET_COUNT + TLS_TARGET_COUNT
+TARGET_COUNT = 9 + HOSTILE_TARGET_COUNT + TLS_TARGET_COUNT
 WRITE_PLOTS = report.write_plots
 
 
@@ -70,6 +70,7 @@ def all_met() -> list[dict]:
         entry("paced", "asyncio", 500, p99_ms=5.0, server_cpu_s=0.8),
         entry("stall", "threaded", 100, stalled=0, deliveries_per_s=900_000.0),
         entry("stall", "threaded", 100, stalled=1, deliveries_per_s=850_000.0),
+        entry("server-stall", "threaded", 10, p99_ms=160.0, max_ms=195.0, uncorrected_p99_ms=30.0),
     ]
     for rate in REQUIRED_RATES_PER_S:
         offered = rate * 99
@@ -232,11 +233,11 @@ def test_targets_on_rows_lists_every_target_once():
     assert report.targets([]) and all(t.status == report.NO_DATA for t in report.targets([]))
 
 
-def test_end_to_end_writes_the_report_and_four_plots(tmp_path, monkeypatch, capsys):
+def test_end_to_end_writes_the_report_and_five_plots(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(report, "write_plots", WRITE_PLOTS)
     assert run(tmp_path, all_met(), "--check") == 0
     plots = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert plots == ["capacity.png", "latency.png", "sweep.png", "throughput.png"]
+    assert plots == ["capacity.png", "latency.png", "over_time.png", "sweep.png", "throughput.png"]
     text = (tmp_path / "REPORT.md").read_text()
     assert all(f"![{Path(name).stem}]({name})" in text for name in plots)
     assert "wrote" in capsys.readouterr().err
