@@ -28,8 +28,9 @@ $(DEV_STAMP): $(PY) pyproject.toml
 run: $(RUN_STAMP)
 	$(PY) -m chat.server $(ARGS)
 
-# CI runs this: lint and types first, then every test (bench/ at tiny sizes).
-test: lint
+# CI runs this: lint and types first, the real peers (ngIRCd via apt-get where this is root),
+# then every test (bench/ at tiny sizes).
+test: lint peers
 	$(PY) -m pytest -q tests bench --benchmark-disable
 
 loadtest: $(DEV_STAMP)

@@ -139,18 +139,21 @@ def install_ngircd() -> str:
         return "ngircd: installed"
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         return peer_missing("ngircd") or ""
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    done = subprocess.run(
-        ["apt-get", "install", "-y", "--no-install-recommends", "ngircd"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=APT_TIMEOUT_S,
-    )
+    done = _apt_get("install", "-y", "--no-install-recommends", "ngircd")
+    if done.returncode != 0:  # a fresh machine may have no package lists yet
+        _apt_get("update")
+        done = _apt_get("install", "-y", "--no-install-recommends", "ngircd")
     if done.returncode != 0 or not ngircd_binary():
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return f"ngircd: apt-get install failed ({last}); its cases will be skipped"
     return "ngircd: installed now with apt-get"
+
+
+def _apt_get(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    return subprocess.run(
+        ["apt-get", *args], env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_S
+    )
 
 
 if __name__ == "__main__":
