@@ -9,6 +9,8 @@ server's options.
 
 from __future__ import annotations
 
+import os
+import shlex
 import sys
 
 from bench.peers import start_ngircd, start_redis
@@ -19,15 +21,22 @@ SERVER_KINDS = ("threaded", "inline", "asyncio", "redis", "ngircd")
 PEER_KINDS = ("redis", "ngircd")
 
 
+def chat_args() -> list[str]:
+    """Options every chat.server of the run gets (threaded and inline), from BENCH_CHAT_ARGS:
+    `BENCH_CHAT_ARGS="--switch-interval 0.005" make bench OUT=...` measures one change, for
+    `python -m bench.report --compare`. A case's own options come after, so they win."""
+    return shlex.split(os.environ.get("BENCH_CHAT_ARGS", ""))
+
+
 def server_command(kind: str, *extra: str) -> list[str]:
     """The command line that starts a server of `kind` on 127.0.0.1, port 0."""
     if kind == "asyncio":
         common = ["--host", "127.0.0.1", "--port", "0", "--quiet", *extra]
         return [sys.executable, "-m", "bench.asyncio_server", *common]
     if kind == "threaded":
-        return chat_server_command("--quiet", *extra)
+        return chat_server_command("--quiet", *chat_args(), *extra)
     if kind == "inline":
-        return chat_server_command("--quiet", *extra, "--delivery", "inline")
+        return chat_server_command("--quiet", *chat_args(), *extra, "--delivery", "inline")
     raise ValueError(f"unknown server kind {kind!r}")
 
 

@@ -74,3 +74,20 @@ def test_a_free_port_has_nobody_listening_and_can_be_bound() -> None:
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_bench_chat_args_reach_every_chat_server_and_a_case_s_own_options_win(monkeypatch):
+    """BENCH_CHAT_ARGS measures one change (`--compare`): both chat.server kinds get it, the
+    peers and the asyncio server do not, and a case's own options come after it."""
+    from bench.servers import server_command
+
+    monkeypatch.setenv("BENCH_CHAT_ARGS", "--switch-interval 0.005 --max-clients 7")
+    threaded = server_command("threaded", "--max-clients", "9")
+    assert threaded[threaded.index("--switch-interval") + 1] == "0.005"
+    assert threaded.index("--max-clients") < len(threaded) - 2  # the run's, before the case's
+    assert threaded[-2:] == ["--max-clients", "9"]  # argparse keeps the last: the case's own
+    inline = server_command("inline")
+    assert "--switch-interval" in inline and inline[-2:] == ["--delivery", "inline"]
+    assert "--switch-interval" not in server_command("asyncio")
+    monkeypatch.delenv("BENCH_CHAT_ARGS")
+    assert "--switch-interval" not in server_command("threaded")
