@@ -102,16 +102,21 @@ print(json.dumps([check_deliveries([a.report(), b.report()]), b.foreign_lines]))
 """
 
 
-def test_ledger_counts_gaps_and_missing_tails_as_lost_and_repeats_as_duplicated() -> None:
+def run_scenario(script: str):
+    """Run a scenario script in a fresh interpreter (as a Locust worker would be); its JSON."""
     done = subprocess.run(
-        [sys.executable, "-c", LEDGER_SCENARIO],
+        [sys.executable, "-c", script],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=LOCUST_TIMEOUT_S,
     )
     assert done.returncode == 0, done.stderr
-    check, foreign = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def test_ledger_counts_gaps_and_missing_tails_as_lost_and_repeats_as_duplicated() -> None:
+    check, foreign = run_scenario(LEDGER_SCENARIO)
     assert check == {
         "senders": 2,
         "sent": 8,
@@ -229,15 +234,7 @@ print(json.dumps([merged_latency(reports), latency_over_time(reports)]))
 
 
 def test_latency_histograms_merge_across_processes_corrected_beside_uncorrected() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", LATENCY_SCENARIO],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=LOCUST_TIMEOUT_S,
-    )
-    assert done.returncode == 0, done.stderr
-    latency, over_time = json.loads(done.stdout)
+    latency, over_time = run_scenario(LATENCY_SCENARIO)
     assert latency["timed"] == 100
     # 10 of 100 deliveries were sent 50 ms behind their schedule: only corrected counts it.
     assert latency["uncorrected_ms"]["max"] == pytest.approx(2, rel=0.01)
