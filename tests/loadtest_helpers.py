@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,25 @@ ROOT = Path(__file__).resolve().parent.parent
 CHAT_USER = run.CHAT_USER
 LOCUST_TIMEOUT_S = 60.0
 WAIT_S = 20.0
+
+
+def run_python(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` in a fresh interpreter at the checkout's root, bounded; its output as text.
+    A fresh one, because Locust monkey-patches the process that imports it."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=LOCUST_TIMEOUT_S,
+    )
+
+
+def scenario_json(script: str, *args: str):
+    """Run a scenario script (`python -c`) that must succeed; what it printed, as JSON."""
+    done = run_python("-c", script, *args)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def run_locust(

@@ -27,19 +27,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 
-from loadtest_helpers import CHAT_USER, LOCUST_TIMEOUT_S, ROOT
+from loadtest_helpers import CHAT_USER, ROOT, run_python, scenario_json
 
 
 def locustfile_help() -> str:
-    done = subprocess.run(
-        [sys.executable, str(CHAT_USER), "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=LOCUST_TIMEOUT_S,
-    )
+    done = run_python(str(CHAT_USER), "--help")
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -73,13 +66,7 @@ def test_locustfile_help_lists_the_chat_options_under_their_own_heading() -> Non
 
 def test_locustfile_help_without_locust_installed_says_how_to_install_it() -> None:
     # -S: this Python without its site-packages, so without Locust, as a plain python3 would be.
-    done = subprocess.run(
-        [sys.executable, "-S", str(CHAT_USER), "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=LOCUST_TIMEOUT_S,
-    )
+    done = run_python("-S", str(CHAT_USER), "--help")
     assert done.returncode == 1
     assert done.stdout == ""
     assert len(done.stderr.splitlines()) == 1, done.stderr
@@ -156,24 +143,12 @@ def test_bad_chat_option_values_are_one_line_usage_errors() -> None:
 
 def parse_chat_options(arg_lists: list[list[str]]) -> subprocess.CompletedProcess[str]:
     """OPTION_SCENARIO run on `arg_lists`: its stdout is [exit status, stderr] per list, as JSON."""
-    return subprocess.run(
-        [sys.executable, "-c", OPTION_SCENARIO, json.dumps(arg_lists)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=LOCUST_TIMEOUT_S,
-    )
+    return run_python("-c", OPTION_SCENARIO, json.dumps(arg_lists))
 
 
 def locust_headless(*args: str) -> subprocess.CompletedProcess[str]:
     """`locust -f loadtest/chat_user.py --headless` with `args`, run to its end (bounded)."""
-    return subprocess.run(
-        [sys.executable, "-m", "locust", "-f", str(CHAT_USER), "--headless", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=LOCUST_TIMEOUT_S,
-    )
+    return run_python("-m", "locust", "-f", str(CHAT_USER), "--headless", *args)
 
 
 ADDRESS_SCENARIO = r"""
@@ -191,15 +166,7 @@ print(json.dumps(out))
 
 
 def test_host_forms_in_the_guide_parse_and_bad_ports_are_usage_errors() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", ADDRESS_SCENARIO],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=LOCUST_TIMEOUT_S,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {
+    assert scenario_json(ADDRESS_SCENARIO) == {
         "127.0.0.1:5555": ["127.0.0.1", 5555],
         "tcp://127.0.0.1:5555/": ["127.0.0.1", 5555],
         "[::1]:6000": ["::1", 6000],

@@ -37,15 +37,12 @@ test_loadtest.py and the other test_loadtest_*.py files):
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from loadtest_helpers import LOCUST_TIMEOUT_S, ROOT, run_locust
+from loadtest_helpers import run_locust, scenario_json
 
 from harness import ServerProcess, free_port
 from loadtest.cpu_use import cpu_use_pct  # no Locust import: safe in this process
@@ -102,21 +99,8 @@ print(json.dumps([check_deliveries([a.report(), b.report()]), b.foreign_lines]))
 """
 
 
-def run_scenario(script: str):
-    """Run a scenario script in a fresh interpreter (as a Locust worker would be); its JSON."""
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=LOCUST_TIMEOUT_S,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
 def test_ledger_counts_gaps_and_missing_tails_as_lost_and_repeats_as_duplicated() -> None:
-    check, foreign = run_scenario(LEDGER_SCENARIO)
+    check, foreign = scenario_json(LEDGER_SCENARIO)
     assert check == {
         "senders": 2,
         "sent": 8,
@@ -234,7 +218,7 @@ print(json.dumps([merged_latency(reports), latency_over_time(reports)]))
 
 
 def test_latency_histograms_merge_across_processes_corrected_beside_uncorrected() -> None:
-    latency, over_time = run_scenario(LATENCY_SCENARIO)
+    latency, over_time = scenario_json(LATENCY_SCENARIO)
     assert latency["timed"] == 100
     # 10 of 100 deliveries were sent 50 ms behind their schedule: only corrected counts it.
     assert latency["uncorrected_ms"]["max"] == pytest.approx(2, rel=0.01)
