@@ -42,7 +42,7 @@ log = logging.getLogger("chat.server")
 PARK_AFTER_S: Final = 0.5  # a reader quiet this long waits in the reaper's selector
 EXITING_AT_ONCE: Final = 8  # threads of ended sessions let out together, at most
 ENDING_SLICE_S: Final = 0.002  # the reaper ends sessions this long, then rests as long
-PACE_S: Final = 0.002  # how often the reaper lets more out while some wait for a slot
+PACE_S: Final = 0.002  # how often the reaper looks again while threads wait to be let out
 
 
 def read_with_timeout(sock: socket.socket, seconds: float = PARK_AFTER_S) -> None:
@@ -92,7 +92,7 @@ class Parking:
         self,
         sock: socket.socket,
         on_gone: Callable[[], None],
-        on_seen_gone: Callable[[], object] = lambda: None,
+        on_seen_gone: Callable[[], object],
     ) -> bool:
         """Wait until `sock` has something to read (True) or its peer is gone (False: `on_gone`
         has run, in the reaper's thread, and the caller's thread should end now).
@@ -146,10 +146,7 @@ class Parking:
             spot.wake.release()
         else:
             spot.resume = False
-            try:
-                spot.on_seen_gone()
-            except Exception:  # a bug in the server: log it, keep reaping
-                log.exception("error ending a parked session")
+            _keep_reaping(spot.on_seen_gone)
             self._gone.append(spot)
 
     def _end_some(self) -> None:
@@ -162,10 +159,7 @@ class Parking:
         until = time.monotonic() + ENDING_SLICE_S
         while self._gone and time.monotonic() < until:
             spot = self._gone.popleft()
-            try:
-                spot.on_gone()
-            except Exception:  # a bug in the server: log it, keep reaping
-                log.exception("error ending a parked session")
+            _keep_reaping(spot.on_gone)
             self._out.append(spot)
         time.sleep(ENDING_SLICE_S)
 
@@ -184,6 +178,14 @@ class Parking:
             spot = self._out.popleft()
             spot.wake.release()
             leaving.append(spot.thread)
+
+
+def _keep_reaping(callback: Callable[[], object]) -> None:
+    """Run one session's ending step; a bug in it is logged, and the reaper goes on."""
+    try:
+        callback()
+    except Exception:
+        log.exception("error ending a parked session")
 
 
 def _has_data(sock: socket.socket) -> bool:
