@@ -124,7 +124,7 @@ class WriterLoop:
                 self._count_stalled(math.inf)  # about to sleep: the figure must be right now
                 self._sleeping = True
                 # a schedule() that raced with the flag: do not sleep on it
-                events = self._selector.select(0.0 if ready or endings else self._timeout())
+                events = self._selector.select(0.0 if ready else self._timeout())
                 self._sleeping = False
             for key, _ in events:
                 if key.data is None:
