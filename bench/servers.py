@@ -13,9 +13,10 @@ import os
 import shlex
 import sys
 
-from bench.peers import start_ngircd, start_redis
+from bench.peers import start_ngircd
 from bench.wire import CHAT_WIRE, IRC_WIRE, REDIS_WIRE, ChatWire
 from harness import ServerProcess, chat_server_command, start_process
+from harness.redis import start_redis
 
 SERVER_KINDS = ("threaded", "inline", "asyncio", "redis", "ngircd")
 PEER_KINDS = ("redis", "ngircd")

