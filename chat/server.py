@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Final
 
-from chat import protocol
+from chat import names, protocol
 from chat.admission import Admission
 from chat.config import Config
 from chat.delivery import Delivery, make_delivery
@@ -54,6 +54,7 @@ class ChatServer:
         self.tls = _tls_context(config)
         self.password = _password_check(config)
         self.texts = Texts(config.lang)
+        names.load_tables()
         self.registry: Registry[Session] = Registry()
         self.delivery: Delivery[Any] = make_delivery(
             config.delivery,
