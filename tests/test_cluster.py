@@ -170,3 +170,100 @@ def test_sigterm_leaves_the_bus_and_exits_within_two_seconds() -> None:
         max_.close()
     finally:
         nodes.stop()
+
+
+DOWN = (
+    "* the link to the other servers is down: you are chatting with this server's users only; "
+    "what you send reaches the others when it is back"
+)
+BACK = "* the link to the other servers is back"
+BACK_WITHIN_S = 3.0  # the promise is about 2 s (reconnect backoff capped at 0.5 s); slack for CI
+
+
+def restart_redis(nodes: Cluster) -> float:
+    """Start Redis again where it was; returns when it accepts connections (monotonic)."""
+    from harness.redis import start_redis
+
+    nodes.redis = start_redis(nodes.redis.port)
+    return time.monotonic()
+
+
+def test_redis_restart_is_announced_and_nothing_is_lost() -> None:
+    nodes = start_cluster(2)
+    try:
+        ann, ben = pair(nodes, "ann", "ben")
+        amy = Peer(nodes.nodes[0].address, "amy")
+        ben.expect_line("* amy joined the chat")
+        nodes.redis.stop()
+        for peer in (ann, ben, amy):
+            peer.expect_line(DOWN, timeout_s=5)
+        # The link is down: ann's own node still carries her words to amy at once.
+        for i in range(10):
+            ann.send(f"m{i}")
+            amy.expect_line(f"ann: m{i}")
+        ben.send("local only")
+        back_at = restart_redis(nodes)
+        for peer in (ann, ben, amy):
+            peer.expect_line(BACK, timeout_s=10)
+            assert time.monotonic() - back_at < BACK_WITHIN_S
+        # What was said during the outage follows, in order, exactly once, nothing announced lost.
+        got = [ben.expect(lambda line: line.startswith("ann: ")) for _ in range(10)]
+        assert got == [f"ann: m{i}" for i in range(10)]
+        ann.expect_line("ben: local only")
+        amy.expect_line("ben: local only")
+        ann.send("after")
+        ben.expect_line("ann: after")
+        assert not [line for line in ben.barrier() if "lost" in line or line.startswith("ann:")]
+        assert stats_of(ben)["bus_lost"] == 0
+        # Names were taken again on the new Redis: a look-alike of a remote user is refused.
+        late = Peer(nodes.nodes[1].address)
+        assert late.join("ANN").startswith("! name refused: ANN is taken")
+    finally:
+        nodes.stop()
+
+
+def test_messages_past_the_buffer_are_counted_exactly() -> None:
+    nodes = start_cluster(2, "--bus-buffer", "5")
+    try:
+        ann, ben = pair(nodes, "ann", "ben")
+        amy = Peer(nodes.nodes[0].address, "amy")
+        ben.expect_line("* amy joined the chat")
+        nodes.redis.stop()
+        ann.expect_line(DOWN, timeout_s=5)
+        ben.expect_line(DOWN, timeout_s=5)
+        for i in range(20):  # each in a read of its own, so each is one event of node 1's
+            ann.send(f"m{i}")
+            amy.expect_line(f"ann: m{i}")
+        restart_redis(nodes)
+        ben.expect_line(BACK, timeout_s=10)
+        notice = ben.expect(lambda line: line.startswith("* ") and "lost" in line)
+        lost = int(notice.split()[1])
+        got = [ben.expect(lambda line: line.startswith("ann: ")) for _ in range(20 - lost)]
+        assert notice == f"* {lost} messages from other servers were lost"
+        assert got == [f"ann: m{i}" for i in range(lost, 20)]  # the newest kept, in order
+        assert lost == 15  # the buffer kept 5 events, one line each
+        assert not [line for line in ben.barrier() if line.startswith("ann:")]
+        assert stats_of(ben)["bus_lost"] == 15
+        assert "15 lines from node node1 were lost" in nodes.nodes[1].stderr_text
+    finally:
+        nodes.stop()
+
+
+def test_a_killed_nodes_users_are_announced_gone_and_their_names_freed() -> None:
+    lease_s = 3.0
+    nodes = start_cluster(2, "--bus-lease", str(lease_s))
+    try:
+        ann, bob = pair(nodes, "ann", "bob")
+        refused = Peer(nodes.nodes[0].address)
+        assert refused.join("Bob").startswith("! name refused")
+        nodes.nodes[1].proc.kill()
+        killed_at = time.monotonic()
+        ann.expect_line("* bob left the chat: server node2 stopped answering", timeout_s=15)
+        assert time.monotonic() - killed_at < lease_s + 3.0  # the lease, a heartbeat, slack
+        assert refused.join("Bob").startswith("* welcome, Bob!")
+        ann.expect_line("* Bob joined the chat")
+        ann.send("/who")
+        assert ann.expect(lambda line: line.startswith("* online")) == "* online (2): ann, Bob"
+        bob.close()
+    finally:
+        nodes.stop()
