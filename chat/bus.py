@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -93,7 +94,7 @@ class Bus:
     ) -> None:
         self.server = server
         self.node = node
-        self.run = f"{threading.get_native_id():x}{id(self):x}"[-12:]  # this process's run
+        self.run = os.urandom(6).hex()  # this process's run: its seq numbers start at 1
         self.lease_ms = int(lease_s * 1000)
         self.heartbeat_s = min(HEARTBEAT_S, lease_s / 4)
         self.buffer_entries = buffer_entries
@@ -134,6 +135,7 @@ class Bus:
         self.entries_in = 0
         self.entries_out = 0
         self.deliveries = 0  # lines from other nodes handed to this node's clients
+        self.rejoins = 0  # times the link came back: a gap without one is this node's slowness
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -173,10 +175,11 @@ class Bus:
         self._work.set()
         if not up:
             return
-        texts = self.server.texts
-        for member in self.server.registry.members:
-            if member.name is not None:
-                self.publish(NOTICE, _notice(texts("left", name=member.name)), 1)
+        server = self.server
+        if server.room_size() <= server.config.notice_limit:
+            for member in server.registry.members:
+                if member.name is not None:
+                    self.publish(NOTICE, _notice(server.texts("left", name=member.name)), 1)
         with self._lock:
             entries = list(self._pending)
             releases = list(self._releases)
@@ -347,7 +350,7 @@ class Bus:
 
     def _read_loop(self) -> None:
         client = self._read_client
-        last_id, epoch = self._last_id, self._epoch
+        last_id, epoch, rejoins = self._last_id, self._epoch, self.rejoins
         # Per origin run: the last seq and the `lines` count seen from it.
         seen: dict[tuple[bytes, bytes], tuple[int, int]] = {}
         while not self._stopping.is_set():
@@ -367,10 +370,14 @@ class Bus:
             for _stream, entries in reply or ():
                 if entries:
                     last_id = entries[-1][0]
-                    self._deliver(entries, seen)
+                    self._deliver(entries, seen, rejoins)
+            rejoins = self.rejoins
 
     def _deliver(
-        self, entries: Iterable[tuple[bytes, dict[bytes, bytes]]], seen: dict[Any, Any]
+        self,
+        entries: Iterable[tuple[bytes, dict[bytes, bytes]]],
+        seen: dict[Any, Any],
+        rejoins: int,
     ) -> None:
         """Hand other nodes' entries to the local clients: runs of broadcasts as one blob."""
         server, me = self.server, self.node.encode()
@@ -389,7 +396,7 @@ class Bus:
                     continue  # a publish that was retried after a failed round trip
                 lost = lines - count - last[1]
                 if lost > 0:
-                    blobs.append(self._lost(lost, origin.decode()))
+                    blobs.append(self._lost(lost, origin.decode(), rejoins == self.rejoins))
             seen[run] = (seq, lines)
             self.entries_in += 1
             if kind == PRIVATE.encode():
@@ -405,17 +412,25 @@ class Bus:
         self._broadcast(blobs)
 
     def _broadcast(self, blobs: list[bytes]) -> None:
+        """Like a local sender: wait while this node's writers lag (the stream holds the rest;
+        a node that stays behind is a slow node, told as a counted gap)."""
         if blobs:
             server, data = self.server, b"".join(blobs)
+            while server.delivery.congested() and not self._stopping.is_set():
+                server.delivery.wait_for_writers(RETRY_PAUSE_S)
             count = server.delivery.broadcast(None, server.registry.boxes, [data])
             self.deliveries += count * data.count(b"\n")
 
-    def _lost(self, count: int, origin: str) -> bytes:
+    def _lost(self, count: int, origin: str, link_stayed_up: bool) -> bytes:
         with self._lock:
             self.lost_lines += count
-        log.warning(
-            "bus: %d lines from node %s were lost (an outage or a slow node)", count, origin
+        why = (
+            "a slow node: this one read too slowly and the stream was trimmed past it, or "
+            f"{origin}'s queue to the bus overflowed"
+            if link_stayed_up
+            else "the bus was down longer than the buffers hold"
         )
+        log.warning("bus: %d lines from node %s were lost (%s)", count, origin, why)
         return _notice(self.server.texts("bus_lost", count=count))
 
     # --- the heartbeat -------------------------------------------------------------------------
@@ -522,6 +537,7 @@ class Bus:
             lost = cast(list[bytes], self._reclaim(keys=[NAMES], args=args, client=client))
         self.named = int(client.hlen(NAMES))
         self._epoch = epoch
+        self.rejoins += 1
         self._up.set()
         log.warning("bus is back at %s%s", self.where, " (Redis restarted)" if restarted else "")
         self.tell_local("bus_back")
@@ -548,7 +564,7 @@ def _client(url: str, timeout_s: float) -> redis.Redis:
     return redis.Redis.from_url(
         url,
         socket_timeout=timeout_s,
-        socket_connect_timeout=COMMAND_TIMEOUT_S,
+        socket_connect_timeout=min(timeout_s, COMMAND_TIMEOUT_S),
         retry=Retry(NoBackoff(), 0),
     )
 

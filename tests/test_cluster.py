@@ -20,6 +20,7 @@ from conftest import Peer
 
 from harness.cluster import Cluster, start_cluster
 from harness.ports import free_port
+from harness.process import start_chat_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -267,3 +268,46 @@ def test_a_killed_nodes_users_are_announced_gone_and_their_names_freed() -> None
         bob.close()
     finally:
         nodes.stop()
+
+
+def test_redis_refusing_at_start_is_one_line_and_exit_one() -> None:
+    from harness.process import start_process  # a Redis with a password: not start_redis's
+    from harness.redis import REDIS_READY, redis_command, redis_server_binary
+
+    binary = redis_server_binary()
+    assert binary is not None
+    port = free_port()
+    cmd = [*redis_command(binary, port), "--requirepass", "sesame"]
+    guarded = start_process(cmd, label="redis", ready=(REDIS_READY, ("127.0.0.1", port)))
+    try:
+        for url in (f"redis://127.0.0.1:{port}/0", f"redis://:wrong@127.0.0.1:{port}/0"):
+            done = subprocess.run(
+                [sys.executable, "-m", "chat.server", "--port", "0", "--bus", url],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == 1 and len(lines) == 1, done.stderr
+            assert "cannot use the bus at 127.0.0.1" in lines[0]
+            assert "wrong" not in lines[0]  # never the password
+        node = start_chat_server("--bus", f"redis://:sesame@127.0.0.1:{port}/0")
+        assert node.stop() == 0
+        assert "joined the bus" in node.stderr_text and "sesame" not in node.stderr_text
+    finally:
+        guarded.stop()
+
+
+def test_without_bus_nothing_of_it_is_imported() -> None:
+    code = (
+        "import sys\n"
+        "from chat.config import Config\n"
+        "from chat.server import ChatServer\n"
+        "server = ChatServer(Config(port=0))\n"
+        "server.bind()\n"
+        "server.join_bus()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'redis' or m == 'chat.bus'))\n"
+        "print(server.bus)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.stdout.split("\n")[:2] == ["[]", "None"], done.stderr
