@@ -69,7 +69,8 @@ STREAM_MAXLEN: Final = 100_000  # XADD MAXLEN ~: a reader this far behind is a s
 MAX_BUFFERED_BYTES: Final = 64 * 1024 * 1024
 ENTRY_OVERHEAD_BYTES: Final = 128
 CLOSE_TIMEOUT_S: Final = 0.4  # of the 2 s a stop may take: telling the others we leave
-STATS_EVERY_BEATS: Final = 2
+STATS_EVERY_BEATS: Final = 2  # publish this node's counters; read the others' every beat
+WELCOME_SCAN: Final = 20  # names the claim brings back for the welcome (an HSCAN COUNT)
 RETRY_PAUSE_S: Final = 0.1  # a reader or publisher whose command failed tries again after this
 CHAT, NOTICE, PRIVATE = "chat", "notice", "private"
 BROADCAST_KINDS: Final = (CHAT.encode(), NOTICE.encode())
@@ -230,22 +231,27 @@ class Bus:
                 self.dropped += 1
         self._work.set()
 
-    def claim(self, name: str) -> str | None:
-        """Take `name` on the whole cluster; None when taken, else the texts key of the refusal."""
+    def claim(self, name: str, welcome: list[str] | None = None) -> str | None:
+        """Take `name` on the whole cluster: None when done, else the texts key of the refusal.
+        `welcome` gets a few of the names online (those one HSCAN step finds, not the first
+        to come): what a newcomer's welcome lists."""
         if not self._up.is_set():
             return "name_bus_down"
         key = protocol.name_key(name)
         value = Holder(self.node, f"{self.run}.{next(self._claim_ids)}", name).encode()
+        args: list[EncodableT] = [key, value, self._mine, WELCOME_SCAN]
         try:
-            count = int(self._claim(keys=[NAMES], args=[key, value, self._mine]))
+            reply = cast(list[Any], self._claim(keys=[NAMES], args=args))
         except RedisError as exc:
             self._look(exc)
             return "name_bus_down"
-        if count < 0:
+        if reply[0] < 0:
             return "name_taken"
         with self._lock:
             self._claims[key] = value
-        self.named = count
+        self.named = int(reply[0])
+        if welcome is not None:
+            welcome.extend(Holder.decode(held).display for held in reply[1:])
         return None
 
     def release(self, name: str) -> None:
@@ -298,7 +304,7 @@ class Bus:
 
         return {
             "cluster_nodes": len(nodes),
-            "cluster_clients": total("clients"),
+            "cluster_clients": max(self.named, total("clients")),
             "cluster_connections": total("connections"),
             "cluster_messages_in": total("messages_in"),
             "cluster_deliveries_out": total("deliveries_out") + total("bus_deliveries"),
@@ -467,22 +473,20 @@ class Bus:
         pipe.set(lease_key(self.node), self.run, px=self.lease_ms, xx=True)
         pipe.smembers(NODES)
         pipe.hlen(NAMES)
-        publish_stats = beats % STATS_EVERY_BEATS == 0
-        if publish_stats:
+        pipe.hgetall(STATS)
+        if beats % STATS_EVERY_BEATS == 0:
             counters = {**self.server.node_stats(), "bus_deliveries": self.deliveries}
             pipe.hset(STATS, self.node, json.dumps(counters))
-            pipe.hgetall(STATS)
         replies = pipe.execute()
         if not replies[0]:
             raise redis.ConnectionError("this node's lease expired while it was cut off")
         members = {member.decode() for member in replies[1]}
         self.named = int(replies[2])
-        if publish_stats:
-            self._peer_stats = {
-                node.decode(): json.loads(value)
-                for node, value in replies[4].items()
-                if node.decode() in members and node.decode() != self.node
-            }
+        self._peer_stats = {
+            node.decode(): json.loads(value)
+            for node, value in replies[3].items()
+            if node.decode() in members and node.decode() != self.node
+        }
         others = sorted(members - {self.node})
         if others:
             pipe = client.pipeline(transaction=False)

@@ -187,7 +187,8 @@ class Session:
         if not server.registry.add(self, name):
             self.error("name_taken", name=name)
             return None
-        refusal = None if server.bus is None else server.bus.claim(name)
+        welcome: list[str] = []  # with --bus: names online on any node, for the welcome
+        refusal = None if server.bus is None else server.bus.claim(name, welcome)
         if refusal is not None:  # another server's client has it, or the bus is down
             server.registry.remove(self)
             self.error(refusal, name=name)
@@ -197,7 +198,7 @@ class Session:
             if server.bus is not None:
                 server.bus.release(name)
             return False
-        self._joined()
+        self._joined(welcome)
         return True
 
     def _name_allowed(self, name: str) -> bool:
@@ -208,10 +209,11 @@ class Session:
         self.error(key, name=name, limit=protocol.MAX_NAME_CHARS)
         return False
 
-    def _joined(self) -> None:
+    def _joined(self, cluster_names: list[str]) -> None:
         texts = self.server.texts
         count, names = self.server.registry.first(WELCOME_NAMES)
-        count = max(count, self.server.room_size())  # with --bus: the whole cluster's
+        if cluster_names:  # with --bus: the whole cluster's count, and names from any node
+            count, names = max(count, self.server.room_size()), cluster_names[:WELCOME_NAMES]
         if count > len(names):
             names.append(texts("more", n=count - len(names)))
         # The others first: once a newcomer has its welcome, everyone online was told it came.
