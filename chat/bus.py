@@ -362,9 +362,11 @@ class Bus:
         while not self._stopping.is_set():
             if not self._up.wait(HEARTBEAT_S):
                 continue
-            if self._epoch != epoch:  # Redis restarted: its stream is a new one, read it all
-                last_id, epoch = b"0-0", self._epoch
             try:
+                if self._epoch != epoch:  # Redis restarted: resume where we were if the stream
+                    # survived it (persistence on), else read the new one from its start
+                    kept = client.xrange(STREAM, last_id, last_id, count=1)
+                    last_id, epoch = (last_id if kept else b"0-0"), self._epoch
                 reply = cast(
                     list[Any],
                     client.xread({STREAM: last_id}, count=READ_COUNT, block=READ_BLOCK_MS),

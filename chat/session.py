@@ -295,9 +295,11 @@ class Session:
         lines = [protocol.encode_line(protocol.chat_line(self.name, text)) for text in texts]
         server = self.server
         recipients = server.delivery.broadcast(self.box, server.registry.boxes, lines)
-        if server.bus is not None:  # the default server pays this one test per read, no more
-            server.bus.publish("chat", lines[0] if len(lines) == 1 else b"".join(lines), len(lines))
         self.deliveries_out += recipients * len(texts)
+        bus = server.bus
+        if bus is not None:  # the default server pays this one test per read, no more
+            bus.publish("chat", lines[0] if len(lines) == 1 else b"".join(lines), len(lines))
+            recipients += max(0, bus.named - len(server.registry))  # the budget counts them all
         self.cost += delivery_cost(sum(map(len, lines)), recipients, len(lines))
 
     # --- flood budget --------------------------------------------------------------------------
@@ -398,8 +400,9 @@ class Session:
         bus = self.server.bus
         refusal = None if bus is None or old is None else bus.rename(old, new)
         if refusal is not None and old is not None:
-            self.server.registry.rename(self, old)  # back: nobody else could take it meanwhile
             self.error(refusal, name=new)
+            if not self.server.registry.rename(self, old):  # someone here took it meanwhile
+                self.server.cut_for_bus(self, self.server.texts("name_lost"))
             return
         log.info("%s", self.server.texts("renamed", old=old, new=new))
         self.notice("you_are", name=new)
