@@ -203,6 +203,20 @@ def test_redis_restart_is_announced_and_nothing_is_lost() -> None:
             ann.send(f"m{i}")
             amy.expect_line(f"ann: m{i}")
         ben.send("local only")
+        # While it is down: no new names (uniqueness cannot be checked), /who says it is partial,
+        # /msg to someone on another node says why it cannot reach them.
+        newcomer = Peer(nodes.nodes[1].address)
+        assert newcomer.join("cy") == (
+            "! name refused: the link to the other servers is down, try again in a moment"
+        )
+        ben.send("/who")
+        assert ben.expect(lambda line: line.startswith("* online")) == "* online (1): ben"
+        ben.expect_line("* (the link to the other servers is down: this server's users only)")
+        ben.send("/msg ann hello?")
+        ben.expect_line(
+            "! ann is not on this server and the link to the other servers is down, "
+            "try again in a moment"
+        )
         back_at = restart_redis(nodes)
         for peer in (ann, ben, amy):
             peer.expect_line(BACK, timeout_s=10)
@@ -311,3 +325,26 @@ def test_without_bus_nothing_of_it_is_imported() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.stdout.split("\n")[:2] == ["[]", "None"], done.stderr
+
+
+def test_a_node_stalled_past_its_lease_is_buried_then_rejoins_with_its_users() -> None:
+    lease_s = 3.0
+    nodes = start_cluster(2, "--bus-lease", str(lease_s))
+    stalled = nodes.nodes[1]
+    try:
+        ann, bob = pair(nodes, "ann", "bob")
+        stalled.proc.send_signal(signal.SIGSTOP)  # alive, but silent on the bus
+        try:
+            ann.expect_line("* bob left the chat: server node2 stopped answering", timeout_s=15)
+        finally:
+            stalled.proc.send_signal(signal.SIGCONT)
+        # Back: it finds its lease gone, takes its users' names again and says they are here.
+        ann.expect_line("* bob joined the chat", timeout_s=10)
+        bob.expect_line(DOWN, timeout_s=5)
+        bob.expect_line(BACK, timeout_s=5)
+        bob.send("still here")
+        ann.expect_line("bob: still here")
+        taken = Peer(nodes.nodes[0].address)
+        assert taken.join("bob").startswith("! name refused: bob is taken")
+    finally:
+        nodes.stop()
