@@ -24,9 +24,6 @@ import json
 import logging
 import os
 import threading
-from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import redis
@@ -51,6 +48,7 @@ from chat.bus_names import (
     Holder,
     lease_key,
 )
+from chat.bus_stream import NOTICE, Broadcast, Incoming, Lost, Outgoing, Private
 
 if TYPE_CHECKING:
     from chat.server import ChatServer
@@ -67,24 +65,14 @@ READ_COUNT: Final = 1000
 PUBLISH_BATCH: Final = 500  # entries per pipelined round trip
 STREAM_MAXLEN: Final = 100_000  # XADD MAXLEN ~: a reader this far behind is a slow node
 MAX_BUFFERED_BYTES: Final = 64 * 1024 * 1024
-ENTRY_OVERHEAD_BYTES: Final = 128
 CLOSE_TIMEOUT_S: Final = 0.4  # of the 2 s a stop may take: telling the others we leave
 STATS_EVERY_BEATS: Final = 2  # publish this node's counters; read the others' every beat
 WELCOME_SCAN: Final = 20  # names the claim brings back for the welcome (an HSCAN COUNT)
 RETRY_PAUSE_S: Final = 0.1  # a reader or publisher whose command failed tries again after this
-CHAT, NOTICE, PRIVATE = "chat", "notice", "private"
-BROADCAST_KINDS: Final = (CHAT.encode(), NOTICE.encode())
 
 
 class BusError(Exception):
     """The bus cannot be joined; str() is the one line the operator reads."""
-
-
-@dataclass(slots=True)
-class _Entry:
-    seq: int
-    fields: dict[FieldT, EncodableT]
-    size: int
 
 
 class Bus:
@@ -115,14 +103,11 @@ class Bus:
         self._reclaim = self._query.register_script(RECLAIM)
         self._bury = self._query.register_script(BURY)
         self._leave = self._query.register_script(LEAVE)
-        self._lock = threading.Lock()  # guards the queue, claims, counters below; never I/O
-        self._pending: deque[_Entry] = deque()
-        self._pending_bytes = 0
+        self.outgoing = Outgoing(node, self.run, buffer_entries, MAX_BUFFERED_BYTES)
+        self._lock = threading.Lock()  # guards the releases, claims and counters; never I/O
         self._releases: list[tuple[str, str]] = []
         self._claims: dict[str, str] = {}  # name key -> the value this node holds it with
         self._claim_ids = itertools.count(1)
-        self._seq = 0
-        self._lines = 0
         self._epoch = ""  # Redis's run_id: a new one means a new, empty stream
         self._last_id: bytes = b"0-0"
         self._up = threading.Event()
@@ -132,8 +117,6 @@ class Bus:
         self.named = 0  # names on the whole cluster, as last seen
         self._peer_stats: dict[str, dict[str, float]] = {}
         self.lost_lines = 0  # lines from other nodes this node's clients were told they missed
-        self.dropped = 0  # entries of this node's dropped from the full queue
-        self.entries_in = 0
         self.entries_out = 0
         self.deliveries = 0  # lines from other nodes handed to this node's clients
         self.rejoins = 0  # times the link came back: a gap without one is this node's slowness
@@ -181,8 +164,8 @@ class Bus:
             for member in server.registry.members:
                 if member.name is not None:
                     self.publish(NOTICE, _notice(server.texts("left", name=member.name)), 1)
+        entries = self.outgoing.peek(len(self.outgoing))
         with self._lock:
-            entries = list(self._pending)
             releases = list(self._releases)
         try:
             client = _client(self._url, CLOSE_TIMEOUT_S)
@@ -190,7 +173,7 @@ class Bus:
             for key, value in releases:
                 self._release(keys=[NAMES], args=[key, value], client=pipe)
             for entry in entries:
-                pipe.xadd(STREAM, entry.fields, maxlen=STREAM_MAXLEN, approximate=True)
+                pipe.xadd(STREAM, _fields(entry.fields), maxlen=STREAM_MAXLEN, approximate=True)
             args = [self.node, self._mine]
             self._leave(keys=[NODES, NAMES, STATS, lease_key(self.node)], args=args, client=pipe)
             pipe.execute()
@@ -208,27 +191,7 @@ class Bus:
 
     def publish(self, kind: str, data: bytes, lines: int, to: str = "") -> None:
         """Queue one event for the other nodes; never waits. `lines`: broadcast lines in it."""
-        with self._lock:
-            self._seq += 1
-            self._lines += lines
-            fields: dict[FieldT, EncodableT] = {
-                "node": self.node,
-                "run": self.run,
-                "seq": self._seq,
-                "lines": self._lines,
-                "kind": kind,
-                "data": data,
-            }
-            if to:
-                fields["to"] = to
-            size = len(data) + ENTRY_OVERHEAD_BYTES
-            self._pending.append(_Entry(self._seq, fields, size))
-            self._pending_bytes += size
-            while (
-                len(self._pending) > self.buffer_entries or self._pending_bytes > MAX_BUFFERED_BYTES
-            ):
-                self._pending_bytes -= self._pending.popleft().size
-                self.dropped += 1
+        self.outgoing.add(kind, data, lines, to)
         self._work.set()
 
     def claim(self, name: str, welcome: list[str] | None = None) -> str | None:
@@ -327,8 +290,8 @@ class Bus:
             if not self._up.wait(HEARTBEAT_S):
                 continue
             self._work.clear()
+            batch = self.outgoing.peek(PUBLISH_BATCH)
             with self._lock:
-                batch = list(itertools.islice(self._pending, PUBLISH_BATCH))
                 releases, self._releases = self._releases, []
             if not batch and not releases:
                 self._work.wait(HEARTBEAT_S)
@@ -338,7 +301,8 @@ class Bus:
                 for key, value in releases:
                     self._release(keys=[NAMES], args=[key, value], client=pipe)
                 for entry in batch:
-                    pipe.xadd(STREAM, entry.fields, maxlen=STREAM_MAXLEN, approximate=True)
+                    fields = _fields(entry.fields)
+                    pipe.xadd(STREAM, fields, maxlen=STREAM_MAXLEN, approximate=True)
                 pipe.execute()
             except RedisError as exc:
                 with self._lock:
@@ -346,10 +310,8 @@ class Bus:
                 self._look(exc)
                 self._stopping.wait(RETRY_PAUSE_S)
                 continue
-            last = batch[-1].seq if batch else 0
-            with self._lock:
-                while self._pending and self._pending[0].seq <= last:
-                    self._pending_bytes -= self._pending.popleft().size
+            if batch:
+                self.outgoing.sent(batch[-1].seq)
                 self.entries_out += len(batch)
 
     # --- the reader ----------------------------------------------------------------------------
@@ -357,8 +319,7 @@ class Bus:
     def _read_loop(self) -> None:
         client = self._read_client
         last_id, epoch, rejoins = self._last_id, self._epoch, self.rejoins
-        # Per origin run: the last seq and the `lines` count seen from it.
-        seen: dict[tuple[bytes, bytes], tuple[int, int]] = {}
+        incoming = Incoming(self.node)
         while not self._stopping.is_set():
             if not self._up.wait(HEARTBEAT_S):
                 continue
@@ -378,42 +339,23 @@ class Bus:
             for _stream, entries in reply or ():
                 if entries:
                     last_id = entries[-1][0]
-                    self._deliver(entries, seen, rejoins)
+                    self._deliver(incoming, entries, rejoins == self.rejoins)
             rejoins = self.rejoins
 
-    def _deliver(
-        self,
-        entries: Iterable[tuple[bytes, dict[bytes, bytes]]],
-        seen: dict[Any, Any],
-        rejoins: int,
-    ) -> None:
+    def _deliver(self, incoming: Incoming, entries: list[Any], link_stayed_up: bool) -> None:
         """Hand other nodes' entries to the local clients: runs of broadcasts as one blob."""
-        server, me = self.server, self.node.encode()
+        server = self.server
         blobs: list[bytes] = []
-        for _id, fields in entries:
-            origin = fields[b"node"]
-            if origin == me:
-                continue
-            run = (origin, fields[b"run"])
-            seq, lines, kind = int(fields[b"seq"]), int(fields[b"lines"]), fields[b"kind"]
-            data = fields[b"data"]
-            count = data.count(b"\n") if kind in BROADCAST_KINDS else 0
-            last = seen.get(run)
-            if last is not None:
-                if seq <= last[0]:
-                    continue  # a publish that was retried after a failed round trip
-                lost = lines - count - last[1]
-                if lost > 0:
-                    blobs.append(self._lost(lost, origin.decode(), rejoins == self.rejoins))
-            seen[run] = (seq, lines)
-            self.entries_in += 1
-            if kind == PRIVATE.encode():
-                target = server.registry.get(fields.get(b"to", b"").decode())
+        for arrival in incoming.sort(entries):
+            if isinstance(arrival, Broadcast):
+                blobs.append(arrival.data)
+            elif isinstance(arrival, Lost):
+                blobs.append(self._lost(arrival.count, arrival.origin, link_stayed_up))
+            elif isinstance(arrival, Private):
+                target = server.registry.get(arrival.to)
                 if target is not None:
-                    server.delivery.send(target.box, data)
+                    server.delivery.send(target.box, arrival.data)
                     self.deliveries += 1
-            elif count:
-                blobs.append(data)
             if len(blobs) >= READ_COUNT:
                 self._broadcast(blobs)
                 blobs = []
@@ -573,6 +515,10 @@ def _client(url: str, timeout_s: float) -> redis.Redis:
         socket_connect_timeout=min(timeout_s, COMMAND_TIMEOUT_S),
         retry=Retry(NoBackoff(), 0),
     )
+
+
+def _fields(fields: dict[str, str | int | bytes]) -> dict[FieldT, EncodableT]:
+    return cast(dict[FieldT, EncodableT], fields)
 
 
 def _redis_run_id(client: redis.Redis) -> str:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import Peer
+from conftest import Peer, ServerProcess
 
 from harness.cluster import Cluster, start_cluster
 from harness.ports import free_port
@@ -189,6 +189,14 @@ def restart_redis(nodes: Cluster) -> float:
     return time.monotonic()
 
 
+def wait_for_log(node: ServerProcess, text: str, timeout_s: float = 5.0) -> None:
+    """The node's stderr is read by a thread of this process: give it a moment to catch up."""
+    deadline = time.monotonic() + timeout_s
+    while text not in node.stderr_text:
+        assert time.monotonic() < deadline, node.stderr_text[-2000:]
+        time.sleep(0.05)
+
+
 def test_redis_restart_is_announced_and_nothing_is_lost() -> None:
     nodes = start_cluster(2)
     try:
@@ -259,7 +267,7 @@ def test_messages_past_the_buffer_are_counted_exactly() -> None:
         assert lost == 15  # the buffer kept 5 events, one line each
         assert not [line for line in ben.barrier() if line.startswith("ann:")]
         assert stats_of(ben)["bus_lost"] == 15
-        assert "15 lines from node node1 were lost" in nodes.nodes[1].stderr_text
+        wait_for_log(nodes.nodes[1], "bus: 15 lines from node node1 were lost")
     finally:
         nodes.stop()
 
