@@ -9,11 +9,13 @@ from chat.bus_stream import Broadcast, Entry, Incoming, Lost, Outgoing, Private
 def wire(entries: list[Entry]) -> list[tuple[bytes, dict[bytes, bytes]]]:
     """Entries as XREAD returns them: an ID and byte-string fields."""
     return [
-        (f"{entry.seq}-0".encode(), {k.encode(): str(v).encode() if isinstance(v, int) else
-                                    v if isinstance(v, bytes) else v.encode()
-                                    for k, v in entry.fields.items()})
+        (f"{entry.seq}-0".encode(), {k.encode(): as_bytes(v) for k, v in entry.fields.items()})
         for entry in entries
-    ]  # fmt: skip
+    ]
+
+
+def as_bytes(value: str | int | bytes) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def test_events_are_numbered_and_count_their_broadcast_lines() -> None:
