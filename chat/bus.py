@@ -68,6 +68,7 @@ MAX_BUFFERED_BYTES: Final = 64 * 1024 * 1024
 CLOSE_TIMEOUT_S: Final = 0.4  # of the 2 s a stop may take: telling the others we leave
 STATS_EVERY_BEATS: Final = 2  # publish this node's counters; read the others' every beat
 WELCOME_SCAN: Final = 20  # names the claim brings back for the welcome (an HSCAN COUNT)
+SHARED_CONNECTIONS: Final = 16  # to Redis for session threads' names, /who and /msg
 RETRY_PAUSE_S: Final = 0.1  # a reader or publisher whose command failed tries again after this
 
 
@@ -89,7 +90,7 @@ class Bus:
         self.buffer_entries = buffer_entries
         self._mine = node + SEPARATOR  # how this node's values in the names hash begin
         try:
-            self._query = _client(url, COMMAND_TIMEOUT_S)  # session threads: names, /who
+            self._query = _client(url, COMMAND_TIMEOUT_S, shared=True)  # sessions: names, /who
         except ValueError as exc:
             raise BusError(f"--bus {_redacted(url)}: {exc}") from None
         kwargs = self._query.connection_pool.connection_kwargs
@@ -507,14 +508,21 @@ class Bus:
                 self.publish(NOTICE, _notice(server.texts("joined", name=member.name)), 1)
 
 
-def _client(url: str, timeout_s: float) -> redis.Redis:
-    """A client that fails fast: our threads retry on their own terms, never redis-py's."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=min(timeout_s, COMMAND_TIMEOUT_S),
-        retry=Retry(NoBackoff(), 0),
+def _client(url: str, timeout_s: float, shared: bool = False) -> redis.Redis:
+    """A client that fails fast: our threads retry on their own terms, never redis-py's.
+    `shared` by session threads: at most SHARED_CONNECTIONS to Redis, however many join at
+    once (a thread waits its turn, up to the command timeout)."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": min(timeout_s, COMMAND_TIMEOUT_S),
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if not shared:
+        return redis.Redis.from_url(url, **options)
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=SHARED_CONNECTIONS, timeout=COMMAND_TIMEOUT_S, **options
     )
+    return redis.Redis(connection_pool=pool)
 
 
 def _fields(fields: dict[str, str | int | bytes]) -> dict[FieldT, EncodableT]:
