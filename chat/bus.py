@@ -286,10 +286,17 @@ class Bus:
     # --- the publisher -------------------------------------------------------------------------
 
     def _publish_loop(self) -> None:
-        client = self._pub_client
+        client, dropped = self._pub_client, 0
         while not self._stopping.is_set():
             if not self._up.wait(HEARTBEAT_S):
                 continue
+            if self.outgoing.dropped != dropped:
+                log.warning(
+                    "bus: %d events of this node's were dropped, the bus being down or too slow "
+                    "for them; the other nodes tell their clients how many lines they missed",
+                    self.outgoing.dropped - dropped,
+                )
+                dropped = self.outgoing.dropped
             self._work.clear()
             batch = self.outgoing.peek(PUBLISH_BATCH)
             with self._lock:

@@ -268,6 +268,7 @@ def test_messages_past_the_buffer_are_counted_exactly() -> None:
         assert not [line for line in ben.barrier() if line.startswith("ann:")]
         assert stats_of(ben)["bus_lost"] == 15
         wait_for_log(nodes.nodes[1], "bus: 15 lines from node node1 were lost")
+        wait_for_log(nodes.nodes[0], "bus: 15 events of this node's were dropped")
     finally:
         nodes.stop()
 
