@@ -156,7 +156,8 @@ class Session:
                 log.warning("%s", server.texts("slow_consumer_left", name=self.name))
                 self.announce("slow_consumer_left", name=self.name)
             else:
-                log.info("%s", server.texts("left", name=self.name))
+                if log.isEnabledFor(logging.INFO):  # a mass disconnect: 10,000 of these
+                    log.info("%s", server.texts("left", name=self.name))
                 self.announce("left", name=self.name)
         server.delivery.retire(self.box)
         server.finished(self)
@@ -218,7 +219,8 @@ class Session:
             names.append(texts("more", n=count - len(names)))
         # The others first: once a newcomer has its welcome, everyone online was told it came.
         self.announce("joined", name=self.name)
-        log.info("%s", texts("joined", name=self.name))
+        if log.isEnabledFor(logging.INFO):  # --quiet: not even formatted
+            log.info("%s", texts("joined", name=self.name))
         self.notice("welcome", name=self.name, count=count, names=", ".join(names))
         limit = self.server.config.notice_limit
         if count > limit:  # so the newcomer does not take the silence for an empty room
