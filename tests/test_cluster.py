@@ -9,6 +9,8 @@ tests/README.md maps each promise of docs/CLUSTER.md to its test here.
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -357,3 +359,39 @@ def test_a_node_stalled_past_its_lease_is_buried_then_rejoins_with_its_users() -
         assert taken.join("bob").startswith("! name refused: bob is taken")
     finally:
         nodes.stop()
+
+
+def test_make_cluster_runs_until_sigterm_then_stops_every_process() -> None:
+    ports = f"{free_port()},{free_port()}"
+    cmd = [sys.executable, "-m", "harness.cluster", "--ports", ports, "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    pids: list[int] = []
+    try:
+        assert proc.stdout is not None
+        printed = []
+        for line in proc.stdout:
+            printed.append(line)
+            if line.startswith("try:"):
+                break
+        pids += [int(pid) for pid in re.findall(r"pid (\d+)", "".join(printed))]
+        assert len(pids) == 3, printed  # Redis and two nodes
+        first, second = (int(port) for port in ports.split(","))
+        ann, bob = Peer(("127.0.0.1", first), "ann"), Peer(("127.0.0.1", second), "bob")
+        ann.expect_line("* bob joined the chat")
+        bob.send("hi")
+        ann.expect_line("bob: hi")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        for pid in pids:
+            assert not os.path.exists(f"/proc/{pid}"), f"process {pid} left running"
+    finally:  # whatever failed: the harness stops its children, or they are stopped here
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for pid in pids:
+            if os.path.exists(f"/proc/{pid}"):
+                os.kill(pid, signal.SIGKILL)
