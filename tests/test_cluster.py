@@ -64,6 +64,40 @@ def test_clients_on_two_nodes_chat_both_ways_in_order_exactly_once(cluster: Clus
     ben.close()
 
 
+def test_a_burst_from_clients_on_both_nodes_arrives_exactly_once_in_each_senders_order(
+    cluster: Cluster,
+) -> None:
+    import threading
+
+    names = [f"burst{i}" for i in range(6)]
+    peers = [Peer(cluster.nodes[i % 2].address, name, timeout_s=20) for i, name in enumerate(names)]
+    for peer in peers:  # everyone has seen everyone join: nobody starts with a backlog
+        peer.send("/who")
+        peer.expect(lambda line: line.startswith("* online") and all(n in line for n in names))
+    count = 100
+
+    def burst(peer: Peer, name: str) -> None:
+        for i in range(count):
+            peer.send(f"{name}-{i}")
+
+    senders = [threading.Thread(target=burst, args=pair) for pair in zip(peers, names, strict=True)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    for me, peer in zip(names, peers, strict=True):
+        heard: dict[str, list[int]] = {}
+        for _ in range(count * (len(names) - 1)):
+            line = peer.expect(lambda line: line.startswith("burst"))
+            sender, _, text = line.partition(": ")
+            heard.setdefault(sender, []).append(int(text.rpartition("-")[2]))
+        assert me not in heard
+        assert heard == {name: list(range(count)) for name in names if name != me}
+        assert not [line for line in peer.barrier() if line.startswith("burst")]
+    for peer in peers:
+        peer.close()
+
+
 def test_join_rename_and_leave_notices_reach_the_other_node(cluster: Cluster) -> None:
     cid, dan = pair(cluster, "cid", "dan")
     cid.send("/nick cyd")
