@@ -94,9 +94,14 @@ def _server_stats_text(server: dict[str, Any]) -> str:
     )
 
 
-def _server_process_text(use: dict[str, Any]) -> str:
+def process_lines(uses: dict[str, dict[str, Any] | None]) -> list[str]:
+    """A cluster's processes (its nodes and Redis), each as the one server's line, by label."""
+    return [_server_process_text(use, label) for label, use in uses.items() if use]
+
+
+def _server_process_text(use: dict[str, Any], label: str = "server") -> str:
     return (
-        f"server process: CPU {use['cpu_avg_pct']:.0f}% average, {use['cpu_peak_1s_pct']:.0f}% "
+        f"{label} process: CPU {use['cpu_avg_pct']:.0f}% average, {use['cpu_peak_1s_pct']:.0f}% "
         f"busiest second; up to {use['threads_peak']} threads, {use['rss_peak_mb']:.0f} MB RSS"
     )
 
