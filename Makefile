@@ -11,7 +11,7 @@ ARGS ?=
 # reference run on purpose (results/reference/README.md says what to note about it).
 OUT ?= results/latest
 
-.PHONY: run test loadtest bench peers lint clean
+.PHONY: run test loadtest bench peers cluster lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ $(DEV_STAMP): $(PY) pyproject.toml
 
 run: $(RUN_STAMP)
 	$(PY) -m chat.server $(ARGS)
+
+# A local Redis and two nodes sharing one room, on ports 5555 and 5556, until Ctrl-C
+# (docs/CLUSTER.md); ARGS go to every node, e.g. ARGS='--host 0.0.0.0'.
+cluster: $(DEV_STAMP)
+	$(PY) -m harness.cluster --ports 5555,5556 $(ARGS)
 
 # CI runs this: lint and types first, the real peers (ngIRCd via apt-get where this is root),
 # then every test (bench/ at tiny sizes).

@@ -146,6 +146,27 @@ CONFIG_OPTIONS: Final[
             "by `python -m chat.server hash-password`",
         ),
     ),
+    "several servers, one room (docs/CLUSTER.md)": (
+        (
+            "bus",
+            str,
+            "share one room with every server started with the same Redis URL "
+            "(redis://[:PASSWORD@]HOST:PORT/DB, rediss:// for TLS); needs redis-py",
+        ),
+        ("node_name", str, "this server's name on the bus (default: HOSTNAME:PORT)"),
+        (
+            "bus_buffer",
+            _positive_int,
+            "events kept for the other servers while the bus is down; beyond it the oldest "
+            "are dropped and the others' clients told how many they missed",
+        ),
+        (
+            "bus_lease",
+            _positive_float,
+            "seconds after its last heartbeat that a silent server's users are announced gone "
+            "and their names freed",
+        ),
+    ),
     "clients and lines": (
         ("max_clients", _positive_int, "connections at once; one more gets 'server full'"),
         (
@@ -293,6 +314,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         host, port = server.bind()
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
+        return 1
+    try:
+        server.join_bus()
+    except SetupError as exc:
+        log.error("%s", exc)
         return 1
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: server.stop())

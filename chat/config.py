@@ -18,6 +18,7 @@ from chat.admission import (
     Network,
     parse_networks,
 )
+from chat.bus_names import LEASE_S, MAX_BUFFERED_ENTRIES
 from chat.delivery import MAX_QUEUED_TOTAL_BYTES, WRITE_DEADLINE_S
 from chat.flood import FLOOD_BURST_BYTES, FLOOD_RATE_BYTES_PER_S
 
@@ -59,3 +60,7 @@ class Config:
     tls_key: str | None = None
     tls_port: int | None = None
     password_file: str | None = None
+    bus: str | None = None
+    node_name: str | None = None
+    bus_buffer: int = MAX_BUFFERED_ENTRIES
+    bus_lease: float = LEASE_S

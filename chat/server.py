@@ -16,10 +16,11 @@ import ssl
 import sys
 import threading
 import time
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from chat import protocol
 from chat.admission import Admission
+from chat.bus_names import node_name_problem
 from chat.config import Config
 from chat.delivery import Delivery, make_delivery
 from chat.parking import Parking, read_with_timeout
@@ -28,6 +29,9 @@ from chat.registry import Registry
 from chat.session import COUNTERS, Session
 from chat.texts import Texts
 from chat.tls import server_context
+
+if TYPE_CHECKING:
+    from chat.bus import Bus
 
 log = logging.getLogger("chat.server")
 
@@ -78,6 +82,7 @@ class ChatServer:
         self._listeners: dict[socket.socket, ssl.SSLContext | None] = {}
         self._spare_fd = _open_spare_fd()
         self.parking = Parking()  # where quiet readers wait (chat/parking.py)
+        self.bus: Bus | None = None  # the link to the other nodes, with --bus (join_bus)
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -103,6 +108,31 @@ class ChatServer:
         host, bound = listener.getsockname()[:2]
         return host, bound
 
+    def join_bus(self) -> None:
+        """With `--bus`: join the other nodes (after bind: the default node name has the port).
+        SetupError when the bus cannot be used. Without it nothing of the bus is even imported."""
+        config = self.config
+        if config.bus is None:
+            return
+        try:
+            from chat.bus import Bus, BusError  # noqa: PLC0415 (redis-py: only with --bus)
+        except ImportError as exc:
+            raise SetupError(
+                f"--bus needs redis-py ({exc}): pip install 'threaded-chat[cluster]'"
+            ) from None
+        port = self.server_address[1] if self.server_address else config.port
+        node = config.node_name or f"{socket.gethostname()}:{port}"
+        problem = node_name_problem(node)
+        if problem is not None:
+            raise SetupError(f"--node-name {node!r}: {problem}")
+        try:
+            bus = Bus(self, config.bus, node, buffer_entries=config.bus_buffer,
+                      lease_s=config.bus_lease)  # fmt: skip
+            bus.join()
+        except BusError as exc:
+            raise SetupError(str(exc)) from None
+        self.bus = bus
+
     def serve_forever(self) -> None:
         """Accept connections until stop(); each gets its own session thread."""
         assert self._listeners, "bind() first"
@@ -126,6 +156,8 @@ class ChatServer:
     def shutdown(self) -> None:
         """After serve_forever(): tell everyone, close every connection, wait briefly."""
         self.stop()
+        if self.bus is not None:  # the others hear this node's users leave, then it is gone
+            self.bus.close()
         with self._lock:
             boxes = [session.box for session in self._sessions]
             threads = list(self._sessions.values())
@@ -145,7 +177,21 @@ class ChatServer:
             os.close(self._spare_fd)
 
     def stats(self) -> dict[str, int | float]:
-        """The counters `/stats` reports, in the documented order."""
+        """The counters `/stats` reports, in the documented order: this node's, then with
+        `--bus` the cluster's totals."""
+        own = self.node_stats()
+        if self.bus is None:
+            return own
+        return {**own, **self.bus.stats(own)}
+
+    def room_size(self) -> int:
+        """How many are named in the room: this server's, or with `--bus` the whole cluster's
+        as last seen (what `--notice-limit` counts)."""
+        local = len(self.registry)
+        return local if self.bus is None else max(local, self.bus.named)
+
+    def node_stats(self) -> dict[str, int | float]:
+        """This server's own counters."""
         with self._lock:
             totals = dict(self._retired)
             live = list(self._sessions)
@@ -180,6 +226,10 @@ class ChatServer:
             self._sessions.pop(session, None)
             for key in COUNTERS:
                 self._retired[key] += getattr(session, key)
+
+    def cut_for_bus(self, session: Session, text: str) -> None:
+        """The bus took `session`'s name away (another node holds it now): cut it."""
+        self._cut(session, "name lost", text)
 
     def slow_consumer(self, session: Session) -> None:
         """The delivery gave up on `session`: cut it, count it (once)."""

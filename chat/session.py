@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from chat import gate, protocol
+from chat.bus_names import BusDown
 from chat.delivery import Outbox
 from chat.flood import (
     COMMAND_COST_BYTES,
@@ -149,6 +150,8 @@ class Session:
         self.ended = True
         server = self.server
         if self._leave_room():
+            if server.bus is not None and self.name is not None:
+                server.bus.release(self.name)
             if self.reason == "slow consumer":
                 log.warning("%s", server.texts("slow_consumer_left", name=self.name))
                 self.announce("slow_consumer_left", name=self.name)
@@ -180,11 +183,19 @@ class Session:
         if not self._name_allowed(name):
             return None
         name = protocol.normalize_name(name)
-        if not self.server.registry.add(self, name):
+        server = self.server
+        if not server.registry.add(self, name):
             self.error("name_taken", name=name)
             return None
-        if not self.server.named(self):  # its deadline passed, or it was pushed out, meanwhile
-            self.server.registry.remove(self)
+        refusal = None if server.bus is None else server.bus.claim(name)
+        if refusal is not None:  # another server's client has it, or the bus is down
+            server.registry.remove(self)
+            self.error(refusal, name=name)
+            return None
+        if not server.named(self):  # its deadline passed, or it was pushed out, meanwhile
+            server.registry.remove(self)
+            if server.bus is not None:
+                server.bus.release(name)
             return False
         self._joined()
         return True
@@ -200,8 +211,9 @@ class Session:
     def _joined(self) -> None:
         texts = self.server.texts
         count, names = self.server.registry.first(WELCOME_NAMES)
-        if count > WELCOME_NAMES:
-            names.append(texts("more", n=count - WELCOME_NAMES))
+        count = max(count, self.server.room_size())  # with --bus: the whole cluster's
+        if count > len(names):
+            names.append(texts("more", n=count - len(names)))
         # The others first: once a newcomer has its welcome, everyone online was told it came.
         self.announce("joined", name=self.name)
         log.info("%s", texts("joined", name=self.name))
@@ -281,6 +293,8 @@ class Session:
         lines = [protocol.encode_line(protocol.chat_line(self.name, text)) for text in texts]
         server = self.server
         recipients = server.delivery.broadcast(self.box, server.registry.boxes, lines)
+        if server.bus is not None:  # the default server pays this one test per read, no more
+            server.bus.publish("chat", lines[0] if len(lines) == 1 else b"".join(lines), len(lines))
         self.deliveries_out += recipients * len(texts)
         self.cost += delivery_cost(sum(map(len, lines)), recipients, len(lines))
 
@@ -317,11 +331,17 @@ class Session:
             handler(self, command.arg)
 
     def _who(self, arg: str) -> None:
-        names = sorted(self.server.registry.names(), key=str.casefold)
+        bus = self.server.bus
+        everyone = None if bus is None else bus.names()
+        names = sorted(
+            self.server.registry.names() if everyone is None else everyone, key=str.casefold
+        )
         first = self.server.texts("who", count=len(names), names="")
         width = WHO_LINE_BYTES - len(protocol.notice_line("").encode())
         for chunk in wrap_names(names, width, first):
             self.send(protocol.notice_line(chunk))
+        if bus is not None and everyone is None:
+            self.notice("who_local")
 
     def _msg(self, arg: str) -> None:
         target_name, _, text = arg.partition(" ")
@@ -329,6 +349,9 @@ class Session:
             self.error("usage_msg")
             return
         target = self.server.registry.get(target_name)
+        if target is None and self.server.bus is not None and self.name is not None:
+            self._msg_remote(target_name, text)
+            return
         if target is None or self.name is None:
             self.error("no_such_user", name=target_name)
             return
@@ -337,6 +360,24 @@ class Session:
         log.info("%s -> %s: a private message", self.name, target.name)
         log.debug("%s -> %s: %s", self.name, target.name, protocol.for_log(text))
         target.send(protocol.private_line(self.name, text), payer=self)
+
+    def _msg_remote(self, target_name: str, text: str) -> None:
+        """/msg to someone on another node: one `private` event addressed to its name key."""
+        bus = self.server.bus
+        assert bus is not None and self.name is not None
+        try:
+            holder = bus.holder(target_name)
+        except BusDown:
+            self.error("msg_bus_down", name=target_name)
+            return
+        if holder is None or holder.node == bus.node:  # ours: just left, or not joined yet
+            self.error("no_such_user", name=target_name)
+            return
+        self.messages_in += 1
+        log.info("%s -> %s: a private message (via the bus)", self.name, holder.display)
+        log.debug("%s -> %s: %s", self.name, holder.display, protocol.for_log(text))
+        data = protocol.encode_line(protocol.private_line(self.name, text))
+        bus.publish("private", data, 0, to=protocol.name_key(holder.display))
 
     def _nick(self, arg: str) -> None:
         new = arg.strip()
@@ -351,6 +392,12 @@ class Session:
             return
         if not self.server.registry.rename(self, new):
             self.error("name_taken", name=new)
+            return
+        bus = self.server.bus
+        refusal = None if bus is None or old is None else bus.rename(old, new)
+        if refusal is not None and old is not None:
+            self.server.registry.rename(self, old)  # back: nobody else could take it meanwhile
+            self.error(refusal, name=new)
             return
         log.info("%s", self.server.texts("renamed", old=old, new=new))
         self.notice("you_are", name=new)
@@ -381,10 +428,12 @@ class Session:
         """A join/leave/rename notice to everyone else, unless the room is past the notice limit
         or the server is stopping (then everyone is leaving)."""
         server = self.server
-        if server.stopping.is_set() or len(server.registry) > server.config.notice_limit:
+        if server.stopping.is_set() or server.room_size() > server.config.notice_limit:
             return
         line = protocol.encode_line(protocol.notice_line(server.texts(key, **fields)))
         recipients = server.delivery.broadcast(self.box, server.registry.boxes, [line])
+        if server.bus is not None:
+            server.bus.publish("notice", line, 1)
         self.cost += delivery_cost(len(line), recipients)
 
 

@@ -55,6 +55,17 @@ EN: Final[dict[str, str | tuple[str, ...]]] = {
     "usage_nick": "usage: /nick NEWNAME",
     "no_such_user": "no such user: {name}",
     "notices_off": "join and leave notices are off while more than {limit} are online",
+    "bus_down": "the link to the other servers is down: you are chatting with this server's "
+    "users only; what you send reaches the others when it is back",
+    "bus_back": "the link to the other servers is back",
+    "bus_lost": "{count:message from other servers was|messages from other servers were} lost",
+    "left_node_gone": "{name} left the chat: server {node} stopped answering",
+    "name_bus_down": "name refused: the link to the other servers is down, try again in a moment",
+    "msg_bus_down": "{name} is not on this server and the link to the other servers is down, "
+    "try again in a moment",
+    "who_local": "(the link to the other servers is down: this server's users only)",
+    "name_lost": "disconnected: while the link to the other servers was down, someone on "
+    "another server took your name",
     "help": (
         "commands:",
         "  text           send text to everyone (a line starting // sends a literal /)",
@@ -122,6 +133,17 @@ RU: Final[dict[str, str | tuple[str, ...]]] = {
         "уведомления о входе и выходе отключены,"
         " пока в чате больше {limit:человека|человек|человек}"
     ),
+    "bus_down": "связь с другими серверами потеряна: вы общаетесь только с пользователями "
+    "этого сервера; ваши сообщения дойдут до остальных, когда связь вернётся",
+    "bus_back": "связь с другими серверами восстановлена",
+    "bus_lost": "потеряно {count:сообщение|сообщения|сообщений} с других серверов",
+    "left_node_gone": "{name} покинул чат: сервер {node} перестал отвечать",
+    "name_bus_down": "имя отклонено: нет связи с другими серверами, попробуйте чуть позже",
+    "msg_bus_down": "пользователя {name} нет на этом сервере, а связи с другими серверами нет, "
+    "попробуйте чуть позже",
+    "who_local": "(нет связи с другими серверами: только пользователи этого сервера)",
+    "name_lost": "вы отключены: пока не было связи с другими серверами, ваше имя занял "
+    "пользователь другого сервера",
     "help": (
         "команды:",
         "  текст          отправить всем (чтобы начать текст с /, напишите //)",

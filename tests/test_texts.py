@@ -24,6 +24,7 @@ SAMPLE_FIELDS = {
     "limit": 21,
     "seconds": 1.5,
     "command": "frob",
+    "node": "node2",
 }
 
 
