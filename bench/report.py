@@ -26,6 +26,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.report_cluster import cluster_section
 from bench.report_compare import compare_report
 from bench.report_plots import write_plots
 from bench.report_rows import NOISY_OTHER_LOAD, SERVER_LABELS, Rows, load, rows_of
@@ -103,6 +104,7 @@ def render(machine: dict, rows: Rows, plots: list[Path], source: Path, out: Path
         parts += ["Profile findings for the missed targets: [PROFILE.md](PROFILE.md).", ""]
     parts += case_sections(rows)
     parts += tls_section(rows)
+    parts += cluster_section(rows)
     parts += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(parts) + "\n"
 

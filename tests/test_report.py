@@ -11,13 +11,14 @@ import json
 from pathlib import Path
 
 import pytest
+from test_report_cluster import CLUSTER_TARGET_COUNT, cluster_met
 from test_report_hostile import HOSTILE_TARGET_COUNT, hostile_met
 from test_report_tls import TLS_TARGET_COUNT, tls_met
 
 from bench import report
 from bench.targets import CAPACITY_CLIENTS, JOIN_TARGET_S, REQUIRED_RATES_PER_S
 
-TARGET_COUNT = 9 + HOSTILE_TARGET_COUNT + TLS_TARGET_COUNT
+TARGET_COUNT = 9 + HOSTILE_TARGET_COUNT + TLS_TARGET_COUNT + CLUSTER_TARGET_COUNT
 WRITE_PLOTS = report.write_plots
 
 
@@ -98,7 +99,7 @@ def all_met() -> list[dict]:
                 rss_per_client_kib=50.0,
             )
         )
-    for info in [*hostile_met(), *tls_met()]:
+    for info in [*hostile_met(), *tls_met(), *cluster_met()]:
         rows.append(entry(info.pop("case"), info.pop("server"), info.pop("clients"), **info))
     return rows
 
