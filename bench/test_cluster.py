@@ -97,12 +97,12 @@ def test_cluster_burst(benchmark, rooms, clients, nodes, quick):
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.clients(full=(CLUSTER_CLIENTS,), quick=(20,))
-def test_cluster_capacity(benchmark, rooms, clients, quick):
-    """Clients join one room over two nodes, half on each, from one swarm process per node
-    (a process holds at most 20,000 files here); then one broadcast reaches every one."""
-    nodes = 2
-    per_node = clients // nodes
+@NODES
+def test_cluster_capacity(benchmark, rooms, nodes, quick):
+    """10,000 clients per node join one room (20,000 over two nodes), from one swarm process
+    per node (a process holds at most 20,000 files here); then one broadcast reaches them all."""
+    per_node = 10 if quick else CLUSTER_CLIENTS // 2
+    clients = per_node * nodes
     room = rooms(nodes, "--max-clients", str(per_node + 100), *ROOM_ARGS)
     swarms = [SwarmProcess(address, f"n{i}-") for i, address in enumerate(room.addresses)]
     try:

@@ -40,7 +40,10 @@ def cluster_met() -> list[dict]:
     rows += [
         two
         | {"case": "cluster_capacity", "clients": CLUSTER_CLIENTS, "connect_s": 12.0}
-        | {"connect_s_per_node": [11.0, 12.0], "broadcast_ms": 900.0},
+        | {"connect_s_per_node": [11.0, 12.0], "broadcast_ms": 900.0, "node_rss_mib": [300, 310]},
+        two
+        | {"case": "cluster_capacity", "clients": CLUSTER_CLIENTS // 2, "connect_s": 9.0}
+        | {"connect_s_per_node": [9.0], "broadcast_ms": 300.0, "nodes": 1},
         two
         | {"case": "cluster_redis_restart", "clients": 100, "node_back_s": [0.3, 0.4]}
         | {"node_down_s": [0.01, 0.01], "lost_total": 37, "counted_total": 37}
@@ -98,7 +101,7 @@ def test_a_lost_line_on_one_node_misses_the_paced_target_whatever_the_ratio():
 
 
 def test_one_node_without_two_is_no_data_for_every_cluster_target():
-    rows = [r for r in cluster_met() if r["nodes"] == 1]
+    rows = [r for r in cluster_met() if r.get("nodes") == 1]
     assert statuses(rows) == [report.NO_DATA] * CLUSTER_TARGET_COUNT
 
 
@@ -109,7 +112,8 @@ def test_the_tables_put_one_node_and_two_side_by_side_with_each_process_cpu():
     assert "| burst deliveries/s | 100 | 2,000,000 | 1,000,000 | 0.5x | ok |" in lines
     assert "| paced | 500 | 2 | node 1 1; node 2 1; redis 0.5 |" in lines
     text = "\n".join(lines)
-    assert "| 2 nodes, a swarm process each | 20,000 | 12 (per node 11, 12) | 900 | ok |" in text
+    assert "| 2 | 20,000 | 12 (11, 12) | 900 | 300, 310 | ok |" in text
+    assert "| 1 | 10,000 | 9 (9) | 300 | – | ok |" in text
     assert "the counted-gap notices said 37, 0 clients where they differ" in text
     assert "taken again 5.2 s after the kill" in text
     assert cluster_section([]) == []
