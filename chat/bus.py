@@ -22,10 +22,8 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import threading
-from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import redis
@@ -50,6 +48,7 @@ from chat.bus_names import (
     Holder,
     lease_key,
 )
+from chat.bus_stream import NOTICE, Broadcast, Incoming, Lost, Outgoing, Private
 
 if TYPE_CHECKING:
     from chat.server import ChatServer
@@ -66,23 +65,15 @@ READ_COUNT: Final = 1000
 PUBLISH_BATCH: Final = 500  # entries per pipelined round trip
 STREAM_MAXLEN: Final = 100_000  # XADD MAXLEN ~: a reader this far behind is a slow node
 MAX_BUFFERED_BYTES: Final = 64 * 1024 * 1024
-ENTRY_OVERHEAD_BYTES: Final = 128
 CLOSE_TIMEOUT_S: Final = 0.4  # of the 2 s a stop may take: telling the others we leave
-STATS_EVERY_BEATS: Final = 2
+STATS_EVERY_BEATS: Final = 2  # publish this node's counters; read the others' every beat
+WELCOME_SCAN: Final = 20  # names the claim brings back for the welcome (an HSCAN COUNT)
+SHARED_CONNECTIONS: Final = 16  # to Redis for session threads' names, /who and /msg
 RETRY_PAUSE_S: Final = 0.1  # a reader or publisher whose command failed tries again after this
-CHAT, NOTICE, PRIVATE = "chat", "notice", "private"
-BROADCAST_KINDS: Final = (CHAT.encode(), NOTICE.encode())
 
 
 class BusError(Exception):
     """The bus cannot be joined; str() is the one line the operator reads."""
-
-
-@dataclass(slots=True)
-class _Entry:
-    seq: int
-    fields: dict[FieldT, EncodableT]
-    size: int
 
 
 class Bus:
@@ -93,13 +84,13 @@ class Bus:
     ) -> None:
         self.server = server
         self.node = node
-        self.run = f"{threading.get_native_id():x}{id(self):x}"[-12:]  # this process's run
+        self.run = os.urandom(6).hex()  # this process's run: its seq numbers start at 1
         self.lease_ms = int(lease_s * 1000)
         self.heartbeat_s = min(HEARTBEAT_S, lease_s / 4)
         self.buffer_entries = buffer_entries
         self._mine = node + SEPARATOR  # how this node's values in the names hash begin
         try:
-            self._query = _client(url, COMMAND_TIMEOUT_S)  # session threads: names, /who
+            self._query = _client(url, COMMAND_TIMEOUT_S, shared=True)  # sessions: names, /who
         except ValueError as exc:
             raise BusError(f"--bus {_redacted(url)}: {exc}") from None
         kwargs = self._query.connection_pool.connection_kwargs
@@ -113,14 +104,11 @@ class Bus:
         self._reclaim = self._query.register_script(RECLAIM)
         self._bury = self._query.register_script(BURY)
         self._leave = self._query.register_script(LEAVE)
-        self._lock = threading.Lock()  # guards the queue, claims, counters below; never I/O
-        self._pending: deque[_Entry] = deque()
-        self._pending_bytes = 0
+        self.outgoing = Outgoing(node, self.run, buffer_entries, MAX_BUFFERED_BYTES)
+        self._lock = threading.Lock()  # guards the releases, claims and counters; never I/O
         self._releases: list[tuple[str, str]] = []
         self._claims: dict[str, str] = {}  # name key -> the value this node holds it with
         self._claim_ids = itertools.count(1)
-        self._seq = 0
-        self._lines = 0
         self._epoch = ""  # Redis's run_id: a new one means a new, empty stream
         self._last_id: bytes = b"0-0"
         self._up = threading.Event()
@@ -130,10 +118,9 @@ class Bus:
         self.named = 0  # names on the whole cluster, as last seen
         self._peer_stats: dict[str, dict[str, float]] = {}
         self.lost_lines = 0  # lines from other nodes this node's clients were told they missed
-        self.dropped = 0  # entries of this node's dropped from the full queue
-        self.entries_in = 0
         self.entries_out = 0
         self.deliveries = 0  # lines from other nodes handed to this node's clients
+        self.rejoins = 0  # times the link came back: a gap without one is this node's slowness
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -173,12 +160,13 @@ class Bus:
         self._work.set()
         if not up:
             return
-        texts = self.server.texts
-        for member in self.server.registry.members:
-            if member.name is not None:
-                self.publish(NOTICE, _notice(texts("left", name=member.name)), 1)
+        server = self.server
+        if server.room_size() <= server.config.notice_limit:
+            for member in server.registry.members:
+                if member.name is not None:
+                    self.publish(NOTICE, _notice(server.texts("left", name=member.name)), 1)
+        entries = self.outgoing.peek(len(self.outgoing))
         with self._lock:
-            entries = list(self._pending)
             releases = list(self._releases)
         try:
             client = _client(self._url, CLOSE_TIMEOUT_S)
@@ -186,7 +174,7 @@ class Bus:
             for key, value in releases:
                 self._release(keys=[NAMES], args=[key, value], client=pipe)
             for entry in entries:
-                pipe.xadd(STREAM, entry.fields, maxlen=STREAM_MAXLEN, approximate=True)
+                pipe.xadd(STREAM, _fields(entry.fields), maxlen=STREAM_MAXLEN, approximate=True)
             args = [self.node, self._mine]
             self._leave(keys=[NODES, NAMES, STATS, lease_key(self.node)], args=args, client=pipe)
             pipe.execute()
@@ -204,45 +192,30 @@ class Bus:
 
     def publish(self, kind: str, data: bytes, lines: int, to: str = "") -> None:
         """Queue one event for the other nodes; never waits. `lines`: broadcast lines in it."""
-        with self._lock:
-            self._seq += 1
-            self._lines += lines
-            fields: dict[FieldT, EncodableT] = {
-                "node": self.node,
-                "run": self.run,
-                "seq": self._seq,
-                "lines": self._lines,
-                "kind": kind,
-                "data": data,
-            }
-            if to:
-                fields["to"] = to
-            size = len(data) + ENTRY_OVERHEAD_BYTES
-            self._pending.append(_Entry(self._seq, fields, size))
-            self._pending_bytes += size
-            while (
-                len(self._pending) > self.buffer_entries or self._pending_bytes > MAX_BUFFERED_BYTES
-            ):
-                self._pending_bytes -= self._pending.popleft().size
-                self.dropped += 1
+        self.outgoing.add(kind, data, lines, to)
         self._work.set()
 
-    def claim(self, name: str) -> str | None:
-        """Take `name` on the whole cluster; None when taken, else the texts key of the refusal."""
+    def claim(self, name: str, welcome: list[str] | None = None) -> str | None:
+        """Take `name` on the whole cluster: None when done, else the texts key of the refusal.
+        `welcome` gets a few of the names online (those one HSCAN step finds, not the first
+        to come): what a newcomer's welcome lists."""
         if not self._up.is_set():
             return "name_bus_down"
         key = protocol.name_key(name)
         value = Holder(self.node, f"{self.run}.{next(self._claim_ids)}", name).encode()
+        args: list[EncodableT] = [key, value, self._mine, WELCOME_SCAN]
         try:
-            count = int(self._claim(keys=[NAMES], args=[key, value, self._mine]))
+            reply = cast(list[Any], self._claim(keys=[NAMES], args=args))
         except RedisError as exc:
             self._look(exc)
             return "name_bus_down"
-        if count < 0:
+        if reply[0] < 0:
             return "name_taken"
         with self._lock:
             self._claims[key] = value
-        self.named = count
+        self.named = int(reply[0])
+        if welcome is not None:
+            welcome.extend(Holder.decode(held).display for held in reply[1:])
         return None
 
     def release(self, name: str) -> None:
@@ -295,7 +268,7 @@ class Bus:
 
         return {
             "cluster_nodes": len(nodes),
-            "cluster_clients": total("clients"),
+            "cluster_clients": max(self.named, total("clients")),
             "cluster_connections": total("connections"),
             "cluster_messages_in": total("messages_in"),
             "cluster_deliveries_out": total("deliveries_out") + total("bus_deliveries"),
@@ -313,13 +286,20 @@ class Bus:
     # --- the publisher -------------------------------------------------------------------------
 
     def _publish_loop(self) -> None:
-        client = self._pub_client
+        client, dropped = self._pub_client, 0
         while not self._stopping.is_set():
             if not self._up.wait(HEARTBEAT_S):
                 continue
+            if self.outgoing.dropped != dropped:
+                log.warning(
+                    "bus: %d events of this node's were dropped, the bus being down or too slow "
+                    "for them; the other nodes tell their clients how many lines they missed",
+                    self.outgoing.dropped - dropped,
+                )
+                dropped = self.outgoing.dropped
             self._work.clear()
+            batch = self.outgoing.peek(PUBLISH_BATCH)
             with self._lock:
-                batch = list(itertools.islice(self._pending, PUBLISH_BATCH))
                 releases, self._releases = self._releases, []
             if not batch and not releases:
                 self._work.wait(HEARTBEAT_S)
@@ -329,7 +309,8 @@ class Bus:
                 for key, value in releases:
                     self._release(keys=[NAMES], args=[key, value], client=pipe)
                 for entry in batch:
-                    pipe.xadd(STREAM, entry.fields, maxlen=STREAM_MAXLEN, approximate=True)
+                    fields = _fields(entry.fields)
+                    pipe.xadd(STREAM, fields, maxlen=STREAM_MAXLEN, approximate=True)
                 pipe.execute()
             except RedisError as exc:
                 with self._lock:
@@ -337,25 +318,24 @@ class Bus:
                 self._look(exc)
                 self._stopping.wait(RETRY_PAUSE_S)
                 continue
-            last = batch[-1].seq if batch else 0
-            with self._lock:
-                while self._pending and self._pending[0].seq <= last:
-                    self._pending_bytes -= self._pending.popleft().size
+            if batch:
+                self.outgoing.sent(batch[-1].seq)
                 self.entries_out += len(batch)
 
     # --- the reader ----------------------------------------------------------------------------
 
     def _read_loop(self) -> None:
         client = self._read_client
-        last_id, epoch = self._last_id, self._epoch
-        # Per origin run: the last seq and the `lines` count seen from it.
-        seen: dict[tuple[bytes, bytes], tuple[int, int]] = {}
+        last_id, epoch, rejoins = self._last_id, self._epoch, self.rejoins
+        incoming = Incoming(self.node)
         while not self._stopping.is_set():
             if not self._up.wait(HEARTBEAT_S):
                 continue
-            if self._epoch != epoch:  # Redis restarted: its stream is a new one, read it all
-                last_id, epoch = b"0-0", self._epoch
             try:
+                if self._epoch != epoch:  # Redis restarted: resume where we were if the stream
+                    # survived it (persistence on), else read the new one from its start
+                    kept = client.xrange(STREAM, last_id, last_id, count=1)
+                    last_id, epoch = (last_id if kept else b"0-0"), self._epoch
                 reply = cast(
                     list[Any],
                     client.xread({STREAM: last_id}, count=READ_COUNT, block=READ_BLOCK_MS),
@@ -367,55 +347,48 @@ class Bus:
             for _stream, entries in reply or ():
                 if entries:
                     last_id = entries[-1][0]
-                    self._deliver(entries, seen)
+                    self._deliver(incoming, entries, rejoins == self.rejoins)
+            rejoins = self.rejoins
 
-    def _deliver(
-        self, entries: Iterable[tuple[bytes, dict[bytes, bytes]]], seen: dict[Any, Any]
-    ) -> None:
+    def _deliver(self, incoming: Incoming, entries: list[Any], link_stayed_up: bool) -> None:
         """Hand other nodes' entries to the local clients: runs of broadcasts as one blob."""
-        server, me = self.server, self.node.encode()
+        server = self.server
         blobs: list[bytes] = []
-        for _id, fields in entries:
-            origin = fields[b"node"]
-            if origin == me:
-                continue
-            run = (origin, fields[b"run"])
-            seq, lines, kind = int(fields[b"seq"]), int(fields[b"lines"]), fields[b"kind"]
-            data = fields[b"data"]
-            count = data.count(b"\n") if kind in BROADCAST_KINDS else 0
-            last = seen.get(run)
-            if last is not None:
-                if seq <= last[0]:
-                    continue  # a publish that was retried after a failed round trip
-                lost = lines - count - last[1]
-                if lost > 0:
-                    blobs.append(self._lost(lost, origin.decode()))
-            seen[run] = (seq, lines)
-            self.entries_in += 1
-            if kind == PRIVATE.encode():
-                target = server.registry.get(fields.get(b"to", b"").decode())
+        for arrival in incoming.sort(entries):
+            if isinstance(arrival, Broadcast):
+                blobs.append(arrival.data)
+            elif isinstance(arrival, Lost):
+                blobs.append(self._lost(arrival.count, arrival.origin, link_stayed_up))
+            elif isinstance(arrival, Private):
+                target = server.registry.get(arrival.to)
                 if target is not None:
-                    server.delivery.send(target.box, data)
+                    server.delivery.send(target.box, arrival.data)
                     self.deliveries += 1
-            elif count:
-                blobs.append(data)
             if len(blobs) >= READ_COUNT:
                 self._broadcast(blobs)
                 blobs = []
         self._broadcast(blobs)
 
     def _broadcast(self, blobs: list[bytes]) -> None:
+        """Like a local sender: wait while this node's writers lag (the stream holds the rest;
+        a node that stays behind is a slow node, told as a counted gap)."""
         if blobs:
             server, data = self.server, b"".join(blobs)
+            while server.delivery.congested() and not self._stopping.is_set():
+                server.delivery.wait_for_writers(RETRY_PAUSE_S)
             count = server.delivery.broadcast(None, server.registry.boxes, [data])
             self.deliveries += count * data.count(b"\n")
 
-    def _lost(self, count: int, origin: str) -> bytes:
+    def _lost(self, count: int, origin: str, link_stayed_up: bool) -> bytes:
         with self._lock:
             self.lost_lines += count
-        log.warning(
-            "bus: %d lines from node %s were lost (an outage or a slow node)", count, origin
+        why = (
+            "a slow node: this one read too slowly and the stream was trimmed past it, or "
+            f"{origin}'s queue to the bus overflowed"
+            if link_stayed_up
+            else "the bus was down longer than the buffers hold"
         )
+        log.warning("bus: %d lines from node %s were lost (%s)", count, origin, why)
         return _notice(self.server.texts("bus_lost", count=count))
 
     # --- the heartbeat -------------------------------------------------------------------------
@@ -452,22 +425,20 @@ class Bus:
         pipe.set(lease_key(self.node), self.run, px=self.lease_ms, xx=True)
         pipe.smembers(NODES)
         pipe.hlen(NAMES)
-        publish_stats = beats % STATS_EVERY_BEATS == 0
-        if publish_stats:
+        pipe.hgetall(STATS)
+        if beats % STATS_EVERY_BEATS == 0:
             counters = {**self.server.node_stats(), "bus_deliveries": self.deliveries}
             pipe.hset(STATS, self.node, json.dumps(counters))
-            pipe.hgetall(STATS)
         replies = pipe.execute()
         if not replies[0]:
             raise redis.ConnectionError("this node's lease expired while it was cut off")
         members = {member.decode() for member in replies[1]}
         self.named = int(replies[2])
-        if publish_stats:
-            self._peer_stats = {
-                node.decode(): json.loads(value)
-                for node, value in replies[4].items()
-                if node.decode() in members and node.decode() != self.node
-            }
+        self._peer_stats = {
+            node.decode(): json.loads(value)
+            for node, value in replies[3].items()
+            if node.decode() in members and node.decode() != self.node
+        }
         others = sorted(members - {self.node})
         if others:
             pipe = client.pipeline(transaction=False)
@@ -522,6 +493,7 @@ class Bus:
             lost = cast(list[bytes], self._reclaim(keys=[NAMES], args=args, client=client))
         self.named = int(client.hlen(NAMES))
         self._epoch = epoch
+        self.rejoins += 1
         self._up.set()
         log.warning("bus is back at %s%s", self.where, " (Redis restarted)" if restarted else "")
         self.tell_local("bus_back")
@@ -543,14 +515,25 @@ class Bus:
                 self.publish(NOTICE, _notice(server.texts("joined", name=member.name)), 1)
 
 
-def _client(url: str, timeout_s: float) -> redis.Redis:
-    """A client that fails fast: our threads retry on their own terms, never redis-py's."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=COMMAND_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 0),
+def _client(url: str, timeout_s: float, shared: bool = False) -> redis.Redis:
+    """A client that fails fast: our threads retry on their own terms, never redis-py's.
+    `shared` by session threads: at most SHARED_CONNECTIONS to Redis, however many join at
+    once (a thread waits its turn, up to the command timeout)."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": min(timeout_s, COMMAND_TIMEOUT_S),
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if not shared:
+        return redis.Redis.from_url(url, **options)
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=SHARED_CONNECTIONS, timeout=COMMAND_TIMEOUT_S, **options
     )
+    return redis.Redis(connection_pool=pool)
+
+
+def _fields(fields: dict[str, str | int | bytes]) -> dict[FieldT, EncodableT]:
+    return cast(dict[FieldT, EncodableT], fields)
 
 
 def _redis_run_id(client: redis.Redis) -> str:

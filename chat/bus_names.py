@@ -63,13 +63,17 @@ def node_name_problem(name: str) -> str | None:
 
 # Take a name for this node unless another node holds it. The local registry has already said
 # no local session holds it, so a value of this node's own is a claim it is letting go of (its
-# release still queued): taking it over is right. Returns the number of names, or -1: taken.
-# KEYS: names. ARGV: key, value, this node's value prefix (NODE<US>).
+# release still queued): taking it over is right. Returns {-1}: taken; else the number of names
+# and the values of a few of them (one HSCAN step: the welcome's list, at O(1) for any room).
+# KEYS: names. ARGV: key, value, this node's value prefix (NODE<US>), how many values.
 CLAIM: Final = """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
-if current and string.sub(current, 1, #ARGV[3]) ~= ARGV[3] then return -1 end
+if current and string.sub(current, 1, #ARGV[3]) ~= ARGV[3] then return {-1} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('HLEN', KEYS[1])
+local reply = {redis.call('HLEN', KEYS[1])}
+local scanned = redis.call('HSCAN', KEYS[1], 0, 'COUNT', ARGV[4])[2]
+for i = 2, #scanned, 2 do table.insert(reply, scanned[i]) end
+return reply
 """
 
 # Let a name go only if it still holds exactly this claim (a newer claim of the same name stays).

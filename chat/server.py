@@ -18,7 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from chat import protocol
+from chat import names, protocol
 from chat.admission import Admission
 from chat.bus_names import node_name_problem
 from chat.config import Config
@@ -58,6 +58,7 @@ class ChatServer:
         self.tls = _tls_context(config)
         self.password = _password_check(config)
         self.texts = Texts(config.lang)
+        names.load_tables()
         self.registry: Registry[Session] = Registry()
         self.delivery: Delivery[Any] = make_delivery(
             config.delivery,

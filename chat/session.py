@@ -156,7 +156,8 @@ class Session:
                 log.warning("%s", server.texts("slow_consumer_left", name=self.name))
                 self.announce("slow_consumer_left", name=self.name)
             else:
-                log.info("%s", server.texts("left", name=self.name))
+                if log.isEnabledFor(logging.INFO):  # a mass disconnect: 10,000 of these
+                    log.info("%s", server.texts("left", name=self.name))
                 self.announce("left", name=self.name)
         server.delivery.retire(self.box)
         server.finished(self)
@@ -187,7 +188,8 @@ class Session:
         if not server.registry.add(self, name):
             self.error("name_taken", name=name)
             return None
-        refusal = None if server.bus is None else server.bus.claim(name)
+        welcome: list[str] = []  # with --bus: names online on any node, for the welcome
+        refusal = None if server.bus is None else server.bus.claim(name, welcome)
         if refusal is not None:  # another server's client has it, or the bus is down
             server.registry.remove(self)
             self.error(refusal, name=name)
@@ -197,7 +199,7 @@ class Session:
             if server.bus is not None:
                 server.bus.release(name)
             return False
-        self._joined()
+        self._joined(welcome)
         return True
 
     def _name_allowed(self, name: str) -> bool:
@@ -208,15 +210,17 @@ class Session:
         self.error(key, name=name, limit=protocol.MAX_NAME_CHARS)
         return False
 
-    def _joined(self) -> None:
+    def _joined(self, cluster_names: list[str]) -> None:
         texts = self.server.texts
         count, names = self.server.registry.first(WELCOME_NAMES)
-        count = max(count, self.server.room_size())  # with --bus: the whole cluster's
+        if cluster_names:  # with --bus: the whole cluster's count, and names from any node
+            count, names = max(count, self.server.room_size()), cluster_names[:WELCOME_NAMES]
         if count > len(names):
             names.append(texts("more", n=count - len(names)))
         # The others first: once a newcomer has its welcome, everyone online was told it came.
         self.announce("joined", name=self.name)
-        log.info("%s", texts("joined", name=self.name))
+        if log.isEnabledFor(logging.INFO):  # --quiet: not even formatted
+            log.info("%s", texts("joined", name=self.name))
         self.notice("welcome", name=self.name, count=count, names=", ".join(names))
         limit = self.server.config.notice_limit
         if count > limit:  # so the newcomer does not take the silence for an empty room
@@ -293,9 +297,11 @@ class Session:
         lines = [protocol.encode_line(protocol.chat_line(self.name, text)) for text in texts]
         server = self.server
         recipients = server.delivery.broadcast(self.box, server.registry.boxes, lines)
-        if server.bus is not None:  # the default server pays this one test per read, no more
-            server.bus.publish("chat", lines[0] if len(lines) == 1 else b"".join(lines), len(lines))
         self.deliveries_out += recipients * len(texts)
+        bus = server.bus
+        if bus is not None:  # the default server pays this one test per read, no more
+            bus.publish("chat", lines[0] if len(lines) == 1 else b"".join(lines), len(lines))
+            recipients += max(0, bus.named - len(server.registry))  # the budget counts them all
         self.cost += delivery_cost(sum(map(len, lines)), recipients, len(lines))
 
     # --- flood budget --------------------------------------------------------------------------
@@ -396,8 +402,9 @@ class Session:
         bus = self.server.bus
         refusal = None if bus is None or old is None else bus.rename(old, new)
         if refusal is not None and old is not None:
-            self.server.registry.rename(self, old)  # back: nobody else could take it meanwhile
             self.error(refusal, name=new)
+            if not self.server.registry.rename(self, old):  # someone here took it meanwhile
+                self.server.cut_for_bus(self, self.server.texts("name_lost"))
             return
         log.info("%s", self.server.texts("renamed", old=old, new=new))
         self.notice("you_are", name=new)

@@ -217,6 +217,8 @@ class Texts:
     def __call__(self, key: str, **fields: object) -> str:
         text = self._catalogue[key]
         assert isinstance(text, str), f"{key} is a list of lines: use lines()"
+        if PLURAL_SEPARATOR not in text:  # str.format is C: 20x faster than string.Formatter
+            return text.format(**fields)
         return self._formatter.format(text, **fields)
 
     def lines(self, key: str, **fields: object) -> list[str]:

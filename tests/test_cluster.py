@@ -16,10 +16,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import Peer
+from conftest import Peer, ServerProcess
 
 from harness.cluster import Cluster, start_cluster
 from harness.ports import free_port
+from harness.process import start_chat_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -168,5 +169,191 @@ def test_sigterm_leaves_the_bus_and_exits_within_two_seconds() -> None:
         assert time.monotonic() - started < 2.0
         assert "Traceback" not in nodes.nodes[0].stderr_text + nodes.nodes[1].stderr_text
         max_.close()
+    finally:
+        nodes.stop()
+
+
+DOWN = (
+    "* the link to the other servers is down: you are chatting with this server's users only; "
+    "what you send reaches the others when it is back"
+)
+BACK = "* the link to the other servers is back"
+BACK_WITHIN_S = 3.0  # the promise is about 2 s (reconnect backoff capped at 0.5 s); slack for CI
+
+
+def restart_redis(nodes: Cluster) -> float:
+    """Start Redis again where it was; returns when it accepts connections (monotonic)."""
+    from harness.redis import start_redis
+
+    nodes.redis = start_redis(nodes.redis.port)
+    return time.monotonic()
+
+
+def wait_for_log(node: ServerProcess, text: str, timeout_s: float = 5.0) -> None:
+    """The node's stderr is read by a thread of this process: give it a moment to catch up."""
+    deadline = time.monotonic() + timeout_s
+    while text not in node.stderr_text:
+        assert time.monotonic() < deadline, node.stderr_text[-2000:]
+        time.sleep(0.05)
+
+
+def test_redis_restart_is_announced_and_nothing_is_lost() -> None:
+    nodes = start_cluster(2)
+    try:
+        ann, ben = pair(nodes, "ann", "ben")
+        amy = Peer(nodes.nodes[0].address, "amy")
+        ben.expect_line("* amy joined the chat")
+        nodes.redis.stop()
+        for peer in (ann, ben, amy):
+            peer.expect_line(DOWN, timeout_s=5)
+        # The link is down: ann's own node still carries her words to amy at once.
+        for i in range(10):
+            ann.send(f"m{i}")
+            amy.expect_line(f"ann: m{i}")
+        ben.send("local only")
+        # While it is down: no new names (uniqueness cannot be checked), /who says it is partial,
+        # /msg to someone on another node says why it cannot reach them.
+        newcomer = Peer(nodes.nodes[1].address)
+        assert newcomer.join("cy") == (
+            "! name refused: the link to the other servers is down, try again in a moment"
+        )
+        ben.send("/who")
+        assert ben.expect(lambda line: line.startswith("* online")) == "* online (1): ben"
+        ben.expect_line("* (the link to the other servers is down: this server's users only)")
+        ben.send("/msg ann hello?")
+        ben.expect_line(
+            "! ann is not on this server and the link to the other servers is down, "
+            "try again in a moment"
+        )
+        back_at = restart_redis(nodes)
+        for peer in (ann, ben, amy):
+            peer.expect_line(BACK, timeout_s=10)
+            assert time.monotonic() - back_at < BACK_WITHIN_S
+        # What was said during the outage follows, in order, exactly once, nothing announced lost.
+        got = [ben.expect(lambda line: line.startswith("ann: ")) for _ in range(10)]
+        assert got == [f"ann: m{i}" for i in range(10)]
+        ann.expect_line("ben: local only")
+        amy.expect_line("ben: local only")
+        ann.send("after")
+        ben.expect_line("ann: after")
+        assert not [line for line in ben.barrier() if "lost" in line or line.startswith("ann:")]
+        assert stats_of(ben)["bus_lost"] == 0
+        # Names were taken again on the new Redis: a look-alike of a remote user is refused.
+        late = Peer(nodes.nodes[1].address)
+        assert late.join("ANN").startswith("! name refused: ANN is taken")
+    finally:
+        nodes.stop()
+
+
+def test_messages_past_the_buffer_are_counted_exactly() -> None:
+    nodes = start_cluster(2, "--bus-buffer", "5")
+    try:
+        ann, ben = pair(nodes, "ann", "ben")
+        amy = Peer(nodes.nodes[0].address, "amy")
+        ben.expect_line("* amy joined the chat")
+        nodes.redis.stop()
+        ann.expect_line(DOWN, timeout_s=5)
+        ben.expect_line(DOWN, timeout_s=5)
+        for i in range(20):  # each in a read of its own, so each is one event of node 1's
+            ann.send(f"m{i}")
+            amy.expect_line(f"ann: m{i}")
+        restart_redis(nodes)
+        ben.expect_line(BACK, timeout_s=10)
+        notice = ben.expect(lambda line: line.startswith("* ") and "lost" in line)
+        lost = int(notice.split()[1])
+        got = [ben.expect(lambda line: line.startswith("ann: ")) for _ in range(20 - lost)]
+        assert notice == f"* {lost} messages from other servers were lost"
+        assert got == [f"ann: m{i}" for i in range(lost, 20)]  # the newest kept, in order
+        assert lost == 15  # the buffer kept 5 events, one line each
+        assert not [line for line in ben.barrier() if line.startswith("ann:")]
+        assert stats_of(ben)["bus_lost"] == 15
+        wait_for_log(nodes.nodes[1], "bus: 15 lines from node node1 were lost")
+        wait_for_log(nodes.nodes[0], "bus: 15 events of this node's were dropped")
+    finally:
+        nodes.stop()
+
+
+def test_a_killed_nodes_users_are_announced_gone_and_their_names_freed() -> None:
+    lease_s = 3.0
+    nodes = start_cluster(2, "--bus-lease", str(lease_s))
+    try:
+        ann, bob = pair(nodes, "ann", "bob")
+        refused = Peer(nodes.nodes[0].address)
+        assert refused.join("Bob").startswith("! name refused")
+        nodes.nodes[1].proc.kill()
+        killed_at = time.monotonic()
+        ann.expect_line("* bob left the chat: server node2 stopped answering", timeout_s=15)
+        assert time.monotonic() - killed_at < lease_s + 3.0  # the lease, a heartbeat, slack
+        assert refused.join("Bob").startswith("* welcome, Bob!")
+        ann.expect_line("* Bob joined the chat")
+        ann.send("/who")
+        assert ann.expect(lambda line: line.startswith("* online")) == "* online (2): ann, Bob"
+        bob.close()
+    finally:
+        nodes.stop()
+
+
+def test_redis_refusing_at_start_is_one_line_and_exit_one() -> None:
+    from harness.process import start_process  # a Redis with a password: not start_redis's
+    from harness.redis import REDIS_READY, redis_command, redis_server_binary
+
+    binary = redis_server_binary()
+    assert binary is not None
+    port = free_port()
+    cmd = [*redis_command(binary, port), "--requirepass", "sesame"]
+    guarded = start_process(cmd, label="redis", ready=(REDIS_READY, ("127.0.0.1", port)))
+    try:
+        for url in (f"redis://127.0.0.1:{port}/0", f"redis://:wrong@127.0.0.1:{port}/0"):
+            done = subprocess.run(
+                [sys.executable, "-m", "chat.server", "--port", "0", "--bus", url],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == 1 and len(lines) == 1, done.stderr
+            assert "cannot use the bus at 127.0.0.1" in lines[0]
+            assert "wrong" not in lines[0]  # never the password
+        node = start_chat_server("--bus", f"redis://:sesame@127.0.0.1:{port}/0")
+        assert node.stop() == 0
+        assert "joined the bus" in node.stderr_text and "sesame" not in node.stderr_text
+    finally:
+        guarded.stop()
+
+
+def test_without_bus_nothing_of_it_is_imported() -> None:
+    code = (
+        "import sys\n"
+        "from chat.config import Config\n"
+        "from chat.server import ChatServer\n"
+        "server = ChatServer(Config(port=0))\n"
+        "server.bind()\n"
+        "server.join_bus()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'redis' or m == 'chat.bus'))\n"
+        "print(server.bus)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.stdout.split("\n")[:2] == ["[]", "None"], done.stderr
+
+
+def test_a_node_stalled_past_its_lease_is_buried_then_rejoins_with_its_users() -> None:
+    lease_s = 3.0
+    nodes = start_cluster(2, "--bus-lease", str(lease_s))
+    stalled = nodes.nodes[1]
+    try:
+        ann, bob = pair(nodes, "ann", "bob")
+        stalled.proc.send_signal(signal.SIGSTOP)  # alive, but silent on the bus
+        try:
+            ann.expect_line("* bob left the chat: server node2 stopped answering", timeout_s=15)
+        finally:
+            stalled.proc.send_signal(signal.SIGCONT)
+        # Back: it finds its lease gone, takes its users' names again and says they are here.
+        ann.expect_line("* bob joined the chat", timeout_s=10)
+        bob.expect_line(DOWN, timeout_s=5)
+        bob.expect_line(BACK, timeout_s=5)
+        bob.send("still here")
+        ann.expect_line("bob: still here")
+        taken = Peer(nodes.nodes[0].address)
+        assert taken.join("bob").startswith("! name refused: bob is taken")
     finally:
         nodes.stop()
