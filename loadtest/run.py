@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         servers.stop()
 
-    server_use = None if servers.clustered else use["server"]
+    server_use = None if servers.clustered else use[servers.nodes[0].label]
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     if summary is not None:
         summary["server_process"] = server_use

@@ -31,7 +31,7 @@ class ServerUnderTest:
     harness, and what it used while the test ran."""
 
     process: ServerProcess
-    label: str = "server"
+    label: str = "chat server"
     samples: list[tuple[float, float, int, int]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
