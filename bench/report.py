@@ -110,9 +110,11 @@ def render(machine: dict, rows: Rows, plots: list[Path], source: Path, out: Path
 
 
 def default_out(json_path: Path) -> Path:
-    """Next to the JSON, but never into the committed reference unless --out says so."""
-    folder = json_path.resolve().parent
-    return DEFAULT_JSON.parent if folder == REFERENCE_DIR.resolve() else json_path.parent
+    """Next to the JSON, but never into the committed reference (or a folder of it, such as
+    results/reference/cluster/) unless --out says so."""
+    folder, reference = json_path.resolve().parent, REFERENCE_DIR.resolve()
+    inside = folder == reference or reference in folder.parents
+    return DEFAULT_JSON.parent if inside else json_path.parent
 
 
 def _parser() -> argparse.ArgumentParser:
