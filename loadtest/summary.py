@@ -27,6 +27,9 @@ CPU_BOUND_AVG_PCT = 80.0  # a load process busier than this on average was (clos
 CPU_BOUND_PEAK_PCT = 90.0  # Locust's own warning threshold
 CPU_JUDGE_MIN_S = 5.0  # shorter runs are mostly start-up: no CPU verdict
 CPU_STARVED_WAIT_PCT = 10.0  # ready to run but waiting for a core this often: the machine is busy
+# A cluster node's totals include the other nodes' counters as of their last heartbeat (about
+# 1.5 s old at most, docs/CLUSTER.md): the end-of-run /stats visit waits that long first.
+CLUSTER_TOTALS_AGE_S = 2.0
 
 
 def finish_run(
@@ -41,9 +44,10 @@ def finish_run(
     check = check_deliveries(reports)
     server_end = None
     with contextlib.suppress(ValueError):  # no usable --host: said once at the start
-        server_end = fetch_server_stats(
-            chat_addresses(options, environment.host)[0], *connection_settings(options)
-        )
+        addresses = chat_addresses(options, environment.host)
+        if len(set(addresses)) > 1:
+            gevent.sleep(CLUSTER_TOTALS_AGE_S)
+        server_end = fetch_server_stats(addresses[0], *connection_settings(options))
     totals = {
         key: sum(r[key] for r in reports)
         for key in ("users", "connects", "connect_failures", "errors", "disconnects", "untimed")
