@@ -118,9 +118,11 @@ def _capacity_lines(rows: Rows) -> list[str]:
 def _fault_lines(rows: Rows) -> list[str]:
     lines = []
     for row in by_case(rows, "cluster_redis_restart"):
+        buffer = _buffer(row)
         lines.append(
             f"- **Redis killed and restarted** ({row['clients']} clients, "
-            f"{fmt(row.get('rate_per_s'))} msg/s, down {fmt(row.get('outage_s'))} s): clients "
+            f"{fmt(row.get('rate_per_s'))} msg/s, {buffer}, down {fmt(row.get('outage_s'))} s): "
+            "clients "
             f"told the bus is down after {_list(row.get('node_down_s'))} s and back after "
             f"{_list(row.get('node_back_s'))} s (per node, the last of its clients, from the "
             f"restart); lost {fmt(row.get('lost_total'))} deliveries, the counted-gap notices "
@@ -221,17 +223,24 @@ def _restart(report, rows: Rows):
     found = by_case(rows, "cluster_redis_restart")
     if not found:
         return report._no_data(name, "cluster_redis_restart")
-    row = max(found, key=lambda r: r["clients"])
-    back = row.get("node_back_s") or []
-    late = not back or any(s is None or s > CLUSTER_BACK_TARGET_S for s in back)
-    clean = not (row.get("duplicates") or row.get("out_of_order") or row.get("unexpected"))
-    ok = not late and row.get("loss_mismatched") == 0 and clean
-    detail = f"back after {_list(back)} s; {fmt(row.get('loss_mismatched'))} clients miscounted"
-    numbers = (
-        f"lost {fmt(row.get('lost_total'))}, notices counted {fmt(row.get('counted_total'))}; "
-        f"{row['clients']} clients, down {fmt(row.get('outage_s'))} s"
+    largest = max(r["clients"] for r in found)
+    runs = [r for r in found if r["clients"] == largest]  # the default buffer and a small one
+    back = [s for r in runs for s in (r.get("node_back_s") or [None])]
+    late = any(s is None or s > CLUSTER_BACK_TARGET_S for s in back)
+    clean = not any(r.get(k) for r in runs for k in ("duplicates", "out_of_order", "unexpected"))
+    miscounted = sum(r.get("loss_mismatched") or 0 for r in runs)
+    ok = not late and miscounted == 0 and clean
+    detail = f"back after {_list(back)} s; {fmt(miscounted)} clients miscounted"
+    numbers = "; ".join(
+        f"{_buffer(r)}: lost {fmt(r.get('lost_total'))}, notices counted "
+        f"{fmt(r.get('counted_total'))}"
+        for r in runs
     )
-    return report._judged(name, ok, detail, numbers)
+    return report._judged(name, ok, detail, f"{numbers} ({largest} clients)")
+
+
+def _buffer(row: dict) -> str:
+    return f"buffer {row['bus_buffer']}" if row.get("bus_buffer") else "default buffer"
 
 
 def _node_kill(report, rows: Rows):

@@ -47,7 +47,12 @@ def cluster_met() -> list[dict]:
         two
         | {"case": "cluster_redis_restart", "clients": 100, "node_back_s": [0.3, 0.4]}
         | {"node_down_s": [0.01, 0.01], "lost_total": 37, "counted_total": 37}
-        | {"loss_mismatched": 0, "outage_s": 1.5, "rate_per_s": 100.0, "lost": 37},
+        | {"loss_mismatched": 0, "outage_s": 1.5, "rate_per_s": 100.0, "lost": 37}
+        | {"bus_buffer": 20},
+        two
+        | {"case": "cluster_redis_restart", "clients": 100, "node_back_s": [0.3, 0.3]}
+        | {"node_down_s": [0.01, 0.01], "lost_total": 0, "counted_total": 0, "outage_s": 1.5}
+        | {"loss_mismatched": 0, "rate_per_s": 100.0, "bus_buffer": None},
         two
         | {"case": "cluster_node_kill", "clients": 100, "survivors": 50, "timed_out": True}
         | {"name_freed_s": 5.2, "name_tries": 21, "lease_s": 5.0, "rate_per_s": 100.0},
@@ -60,10 +65,12 @@ def statuses(rows: list[dict]) -> list[str]:
 
 
 def set_in(rows: list[dict], case: str, nodes: int, **info) -> list[dict]:
+    """`info` set in the first row of `case` on `nodes` nodes (a small-buffer restart's)."""
     for row in rows:
         if row["case"] == case and row["nodes"] == nodes:
             row.update(info)
-    return rows
+            return rows
+    raise AssertionError(f"no {case} row on {nodes} nodes")
 
 
 def test_every_cluster_target_met():
@@ -100,6 +107,17 @@ def test_a_lost_line_on_one_node_misses_the_paced_target_whatever_the_ratio():
     assert statuses(rows)[0] == report.MISSED
 
 
+def test_the_restart_target_judges_the_default_buffer_and_the_small_one_together():
+    [target] = [t for t in cluster_targets(cluster_met()) if t.name.startswith("Redis")]
+    assert target.numbers == (
+        "buffer 20: lost 37, notices counted 37; default buffer: lost 0, notices counted 0 "
+        "(100 clients)"
+    )
+    rows = cluster_met()
+    rows[-2]["node_back_s"] = [0.3, CLUSTER_BACK_TARGET_S + 0.5]  # the default buffer's run
+    assert statuses(rows)[3] == report.MISSED
+
+
 def test_one_node_without_two_is_no_data_for_every_cluster_target():
     rows = [r for r in cluster_met() if r.get("nodes") == 1]
     assert statuses(rows) == [report.NO_DATA] * CLUSTER_TARGET_COUNT
@@ -115,5 +133,6 @@ def test_the_tables_put_one_node_and_two_side_by_side_with_each_process_cpu():
     assert "| 2 | 20,000 | 12 (11, 12) | 900 | 300, 310 | ok |" in text
     assert "| 1 | 10,000 | 9 (9) | 300 | – | ok |" in text
     assert "the counted-gap notices said 37, 0 clients where they differ" in text
+    assert "100 msg/s, buffer 20, down 1.5 s" in text and "default buffer, down 1.5 s" in text
     assert "taken again 5.2 s after the kill" in text
     assert cluster_section([]) == []
