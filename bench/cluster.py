@@ -10,7 +10,7 @@ reading), so a window can say what each node and Redis spent per delivery.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from bench.measure import IDLE_TIMEOUT_S, Window, drive_once
@@ -57,7 +57,7 @@ class Room:
 
 
 @contextlib.contextmanager
-def started_rooms() -> Iterator:
+def started_rooms() -> Iterator[Callable[..., Room]]:
     """`start(nodes, *args)` starts a room; all stopped by PID on the way out."""
     rooms: list[Room] = []
 
@@ -107,7 +107,7 @@ def drive_room(
     """One drive over the whole room (its CPU is every node's and Redis's); returns each
     process's CPU seconds over the drive."""
     before = room.cpu_by_process()
-    drive_once(window, room, swarm, plans, timeout_s, poll_interval_s, idle_timeout_s)  # type: ignore[arg-type]
+    drive_once(window, room, swarm, plans, timeout_s, poll_interval_s, idle_timeout_s)
     after = room.cpu_by_process()
     return {label: round(after[label] - before.get(label, 0.0), 3) for label in after}
 
