@@ -19,7 +19,6 @@ Three daemon threads per node; a session thread never waits on Redis to chat:
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -33,14 +32,12 @@ from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
 from chat import protocol
+from chat.bus_claims import Claims
 from chat.bus_names import (
     BURY,
-    CLAIM,
     LEAVE,
     NAMES,
     NODES,
-    RECLAIM,
-    RELEASE,
     SEPARATOR,
     STATS,
     STREAM,
@@ -67,7 +64,6 @@ STREAM_MAXLEN: Final = 100_000  # XADD MAXLEN ~: a reader this far behind is a s
 MAX_BUFFERED_BYTES: Final = 64 * 1024 * 1024
 CLOSE_TIMEOUT_S: Final = 0.4  # of the 2 s a stop may take: telling the others we leave
 STATS_EVERY_BEATS: Final = 2  # publish this node's counters; read the others' every beat
-WELCOME_SCAN: Final = 20  # names the claim brings back for the welcome (an HSCAN COUNT)
 SHARED_CONNECTIONS: Final = 16  # to Redis for session threads' names, /who and /msg
 RETRY_PAUSE_S: Final = 0.1  # a reader or publisher whose command failed tries again after this
 
@@ -88,7 +84,6 @@ class Bus:
         self.lease_ms = int(lease_s * 1000)
         self.heartbeat_s = min(HEARTBEAT_S, lease_s / 4)
         self.buffer_entries = buffer_entries
-        self._mine = node + SEPARATOR  # how this node's values in the names hash begin
         try:
             self._query = _client(url, COMMAND_TIMEOUT_S, shared=True)  # sessions: names, /who
         except ValueError as exc:
@@ -99,16 +94,11 @@ class Bus:
         self._read_client = _client(url, COMMAND_TIMEOUT_S + READ_BLOCK_MS / 1000)
         self._pub_client = _client(url, COMMAND_TIMEOUT_S)
         self._url = url
-        self._claim = self._query.register_script(CLAIM)
-        self._release = self._query.register_script(RELEASE)
-        self._reclaim = self._query.register_script(RECLAIM)
+        self.claims = Claims(self._query, node, self.run)
         self._bury = self._query.register_script(BURY)
         self._leave = self._query.register_script(LEAVE)
         self.outgoing = Outgoing(node, self.run, buffer_entries, MAX_BUFFERED_BYTES)
-        self._lock = threading.Lock()  # guards the releases, claims and counters; never I/O
-        self._releases: list[tuple[str, str]] = []
-        self._claims: dict[str, str] = {}  # name key -> the value this node holds it with
-        self._claim_ids = itertools.count(1)
+        self._lock = threading.Lock()  # guards the counters below; never held for I/O
         self._epoch = ""  # Redis's run_id: a new one means a new, empty stream
         self._last_id: bytes = b"0-0"
         self._up = threading.Event()
@@ -166,16 +156,12 @@ class Bus:
                 if member.name is not None:
                     self.publish(NOTICE, _notice(server.texts("left", name=member.name)), 1)
         entries = self.outgoing.peek(len(self.outgoing))
-        with self._lock:
-            releases = list(self._releases)
         try:
             client = _client(self._url, CLOSE_TIMEOUT_S)
             pipe = client.pipeline(transaction=False)
-            for key, value in releases:
-                self._release(keys=[NAMES], args=[key, value], client=pipe)
             for entry in entries:
                 pipe.xadd(STREAM, _fields(entry.fields), maxlen=STREAM_MAXLEN, approximate=True)
-            args = [self.node, self._mine]
+            args = [self.node, self.claims.mine]  # every name this node holds goes with it
             self._leave(keys=[NODES, NAMES, STATS, lease_key(self.node)], args=args, client=pipe)
             pipe.execute()
             client.close()
@@ -201,31 +187,20 @@ class Bus:
         to come): what a newcomer's welcome lists."""
         if not self._up.is_set():
             return "name_bus_down"
-        key = protocol.name_key(name)
-        value = Holder(self.node, f"{self.run}.{next(self._claim_ids)}", name).encode()
-        args: list[EncodableT] = [key, value, self._mine, WELCOME_SCAN]
         try:
-            reply = cast(list[Any], self._claim(keys=[NAMES], args=args))
+            count = self.claims.claim(name, welcome)
         except RedisError as exc:
             self._look(exc)
             return "name_bus_down"
-        if reply[0] < 0:
+        if count is None:
             return "name_taken"
-        with self._lock:
-            self._claims[key] = value
-        self.named = int(reply[0])
-        if welcome is not None:
-            welcome.extend(Holder.decode(held).display for held in reply[1:])
+        self.named = count
         return None
 
     def release(self, name: str) -> None:
         """Let `name` go (queued: the reaper and session threads never wait on Redis)."""
-        key = protocol.name_key(name)
-        with self._lock:
-            value = self._claims.pop(key, None)
-            if value is not None:
-                self._releases.append((key, value))
-        self._work.set()
+        if self.claims.release(name):
+            self._work.set()
 
     def rename(self, old: str, new: str) -> str | None:
         """Claim `new`, then let `old` go unless both have one key; as claim()."""
@@ -299,22 +274,19 @@ class Bus:
                 dropped = self.outgoing.dropped
             self._work.clear()
             batch = self.outgoing.peek(PUBLISH_BATCH)
-            with self._lock:
-                releases, self._releases = self._releases, []
+            releases = self.claims.take_releases()
             if not batch and not releases:
                 self._work.wait(HEARTBEAT_S)
                 continue
             try:
                 pipe = client.pipeline(transaction=False)
-                for key, value in releases:
-                    self._release(keys=[NAMES], args=[key, value], client=pipe)
+                self.claims.release_in(pipe, releases)
                 for entry in batch:
                     fields = _fields(entry.fields)
                     pipe.xadd(STREAM, fields, maxlen=STREAM_MAXLEN, approximate=True)
                 pipe.execute()
             except RedisError as exc:
-                with self._lock:
-                    self._releases[:0] = releases  # sent again: a release is idempotent
+                self.claims.put_back(releases)
                 self._look(exc)
                 self._stopping.wait(RETRY_PAUSE_S)
                 continue
@@ -485,12 +457,7 @@ class Bus:
         buried = not restarted and not client.sismember(NODES, self.node)
         client.set(lease_key(self.node), self.run, px=self.lease_ms)
         client.sadd(NODES, self.node)
-        with self._lock:
-            claims = list(self._claims.items())
-        lost: list[bytes] = []
-        if claims:
-            args = [self._mine, *itertools.chain.from_iterable(claims)]
-            lost = cast(list[bytes], self._reclaim(keys=[NAMES], args=args, client=client))
+        lost = self.claims.reclaim(client)
         self.named = int(client.hlen(NAMES))
         self._epoch = epoch
         self.rejoins += 1
@@ -499,17 +466,14 @@ class Bus:
         self.tell_local("bus_back")
         self._settle(lost, buried)
 
-    def _settle(self, lost: list[bytes], buried: bool) -> None:
+    def _settle(self, lost: set[str], buried: bool) -> None:
         """After a rejoin: cut local users whose name another node took while the link was
         down; if this node had been buried, tell the others its users are here after all."""
         server = self.server
-        lost_keys = {key.decode() for key in lost}
         for member in server.registry.members:
             if member.name is None:
                 continue
-            if protocol.name_key(member.name) in lost_keys:
-                with self._lock:
-                    self._claims.pop(protocol.name_key(member.name), None)
+            if protocol.name_key(member.name) in lost:
                 server.cut_for_bus(member, server.texts("name_lost"))
             elif buried:
                 self.publish(NOTICE, _notice(server.texts("joined", name=member.name)), 1)
