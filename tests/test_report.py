@@ -234,11 +234,14 @@ def test_targets_on_rows_lists_every_target_once():
     assert report.targets([]) and all(t.status == report.NO_DATA for t in report.targets([]))
 
 
-def test_end_to_end_writes_the_report_and_five_plots(tmp_path, monkeypatch, capsys):
+def test_end_to_end_writes_the_report_and_five_plots_and_the_clusters(
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.setattr(report, "write_plots", WRITE_PLOTS)
     assert run(tmp_path, all_met(), "--check") == 0
     plots = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert plots == ["capacity.png", "latency.png", "over_time.png", "sweep.png", "throughput.png"]
+    five = ["capacity.png", "latency.png", "over_time.png", "sweep.png", "throughput.png"]
+    assert plots == sorted([*five, "cluster.png"])  # the cluster plot: the run has its cases
     text = (tmp_path / "REPORT.md").read_text()
     assert all(f"![{Path(name).stem}]({name})" in text for name in plots)
     assert "wrote" in capsys.readouterr().err
