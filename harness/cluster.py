@@ -88,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # chat.server binds 127.0.0.1 by default; --host 0.0.0.0 among server_args opens it up.
     cluster = start_cluster(len(ports), *server_args, ports=ports)
     try:
-        print(f"redis on {cluster.redis.host}:{cluster.redis.port} (--bus {cluster.url})")
+        redis = cluster.redis
+        print(f"redis on {redis.host}:{redis.port} (pid {redis.pid}, --bus {cluster.url})")
         for index, node in enumerate(cluster.nodes, 1):
             print(f"node{index} on {node.host}:{node.port} (pid {node.pid})")
         print("try: nc 127.0.0.1 PORT in two terminals; Ctrl-C stops everything")

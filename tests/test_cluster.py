@@ -9,6 +9,8 @@ tests/README.md maps each promise of docs/CLUSTER.md to its test here.
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -60,6 +62,40 @@ def test_clients_on_two_nodes_chat_both_ways_in_order_exactly_once(cluster: Clus
     assert [line for line in ben.barrier() if line.startswith(("ann:", "ben:"))] == []
     ann.close()
     ben.close()
+
+
+def test_a_burst_from_clients_on_both_nodes_arrives_exactly_once_in_each_senders_order(
+    cluster: Cluster,
+) -> None:
+    import threading
+
+    names = [f"burst{i}" for i in range(6)]
+    peers = [Peer(cluster.nodes[i % 2].address, name, timeout_s=20) for i, name in enumerate(names)]
+    for peer in peers:  # everyone has seen everyone join: nobody starts with a backlog
+        peer.send("/who")
+        peer.expect(lambda line: line.startswith("* online") and all(n in line for n in names))
+    count = 100
+
+    def burst(peer: Peer, name: str) -> None:
+        for i in range(count):
+            peer.send(f"{name}-{i}")
+
+    senders = [threading.Thread(target=burst, args=pair) for pair in zip(peers, names, strict=True)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    for me, peer in zip(names, peers, strict=True):
+        heard: dict[str, list[int]] = {}
+        for _ in range(count * (len(names) - 1)):
+            line = peer.expect(lambda line: line.startswith("burst"))
+            sender, _, text = line.partition(": ")
+            heard.setdefault(sender, []).append(int(text.rpartition("-")[2]))
+        assert me not in heard
+        assert heard == {name: list(range(count)) for name in names if name != me}
+        assert not [line for line in peer.barrier() if line.startswith("burst")]
+    for peer in peers:
+        peer.close()
 
 
 def test_join_rename_and_leave_notices_reach_the_other_node(cluster: Cluster) -> None:
@@ -357,3 +393,39 @@ def test_a_node_stalled_past_its_lease_is_buried_then_rejoins_with_its_users() -
         assert taken.join("bob").startswith("! name refused: bob is taken")
     finally:
         nodes.stop()
+
+
+def test_make_cluster_runs_until_sigterm_then_stops_every_process() -> None:
+    ports = f"{free_port()},{free_port()}"
+    cmd = [sys.executable, "-m", "harness.cluster", "--ports", ports, "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    pids: list[int] = []
+    try:
+        assert proc.stdout is not None
+        printed = []
+        for line in proc.stdout:
+            printed.append(line)
+            if line.startswith("try:"):
+                break
+        pids += [int(pid) for pid in re.findall(r"pid (\d+)", "".join(printed))]
+        assert len(pids) == 3, printed  # Redis and two nodes
+        first, second = (int(port) for port in ports.split(","))
+        ann, bob = Peer(("127.0.0.1", first), "ann"), Peer(("127.0.0.1", second), "bob")
+        ann.expect_line("* bob joined the chat")
+        bob.send("hi")
+        ann.expect_line("bob: hi")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        for pid in pids:
+            assert not os.path.exists(f"/proc/{pid}"), f"process {pid} left running"
+    finally:  # whatever failed: the harness stops its children, or they are stopped here
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for pid in pids:
+            if os.path.exists(f"/proc/{pid}"):
+                os.kill(pid, signal.SIGKILL)
