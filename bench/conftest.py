@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.cluster import Room, started_rooms
 from bench.peers import peer_missing
 from bench.servers import PEER_KINDS, SERVER_KINDS, start_server, wire_for
 from bench.swarm import Swarm
@@ -290,6 +291,15 @@ def threaded() -> Iterator[Callable[..., ServerProcess]]:
     """Start default servers (chat.server, extra CLI args allowed), as the hostile cases
     (bench/hostile.py) need: the limits they test are its own. All stopped by PID afterwards."""
     with started_servers("threaded") as start:
+        yield start
+
+
+@pytest.fixture
+def rooms() -> Iterator[Callable[..., Room]]:
+    """Start rooms of the cluster cases: `rooms(nodes, *args)` is one default chat server
+    (nodes=1, no bus) or a local Redis and that many nodes on it (bench/cluster.py). Every
+    process is stopped by PID afterwards, a Redis restarted by a fault case too."""
+    with started_rooms() as start:
         yield start
 
 

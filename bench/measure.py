@@ -6,6 +6,7 @@ import os
 import resource
 import socket
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from bench.swarm import (
     DRIVER_SATURATED_FRACTION,
@@ -30,6 +31,12 @@ from harness.latency import encode, histogram_of, per_interval, summary_ms
 
 JOIN_TIMEOUT_S = 120.0
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter(Protocol):
+    """What a window charges: a server process, or every process of a cluster's room."""
+
+    def cpu_s(self) -> float: ...
 
 
 @dataclass
@@ -64,14 +71,15 @@ def join(swarm: Swarm, clients: int, *, rcvbuf: dict[int, int] | None = None) ->
 
 def drive_once(
     window: Window,
-    server: ServerProcess,
+    server: CpuMeter,
     swarm: Swarm,
     plans: list[SenderPlan],
     timeout_s: float,
     poll_interval_s: float = 0.0,
     idle_timeout_s: float = IDLE_TIMEOUT_S,
 ) -> None:
-    """One drive inside `window`, with the server's CPU time around it."""
+    """One drive inside `window`, with the server's CPU time around it (a cluster's: all of
+    its processes')."""
     swarm.reserve(plans)  # not counted: the driver's memory for the window is set up before it
     cpu0, busy0, faults0 = server.cpu_s(), machine_busy_s(), page_faults()
     window.drives.append(swarm.drive(plans, timeout_s, poll_interval_s, idle_timeout_s))

@@ -26,6 +26,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.report_cluster import cluster_section
 from bench.report_compare import compare_report
 from bench.report_plots import write_plots
 from bench.report_rows import NOISY_OTHER_LOAD, SERVER_LABELS, Rows, load, rows_of
@@ -103,14 +104,17 @@ def render(machine: dict, rows: Rows, plots: list[Path], source: Path, out: Path
         parts += ["Profile findings for the missed targets: [PROFILE.md](PROFILE.md).", ""]
     parts += case_sections(rows)
     parts += tls_section(rows)
+    parts += cluster_section(rows)
     parts += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(parts) + "\n"
 
 
 def default_out(json_path: Path) -> Path:
-    """Next to the JSON, but never into the committed reference unless --out says so."""
-    folder = json_path.resolve().parent
-    return DEFAULT_JSON.parent if folder == REFERENCE_DIR.resolve() else json_path.parent
+    """Next to the JSON, but never into the committed reference (or a folder of it, such as
+    results/reference/cluster/) unless --out says so."""
+    folder, reference = json_path.resolve().parent, REFERENCE_DIR.resolve()
+    inside = folder == reference or reference in folder.parents
+    return DEFAULT_JSON.parent if inside else json_path.parent
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""The PNG plots of the benchmark report: latency, throughput, rate sweep, capacity, over time.
+"""The PNG plots of the benchmark report: latency, throughput, rate sweep, capacity, over time,
+and one node beside two on Redis when the run has the cluster cases.
 
 Each plot draws the servers side by side against client count (or offered rate), marks a target
 at the one point where it applies, and carries the note that each point is one run.
@@ -15,7 +16,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bench.report_rows import Rows, by_case, servers_in  # noqa: E402
-from bench.targets import CAPACITY_CLIENTS, JOIN_TARGET_S  # noqa: E402
+from bench.targets import (  # noqa: E402
+    CAPACITY_CLIENTS,
+    CLUSTER_PACED_P99_VS_SINGLE_MAX,
+    JOIN_TARGET_S,
+)
 
 COLORS = {
     "threaded": "tab:blue",
@@ -198,15 +203,46 @@ def legend(ax, **options) -> None:
         ax.legend(fontsize=8, **options)
 
 
+def cluster_plot(rows: Rows, out: Path) -> Path:
+    """One node beside two on Redis: paced latency, and each process's CPU per delivery."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    paced = sorted(by_case(rows, "cluster_paced"), key=lambda r: r.get("nodes", 0))
+    labels = [f"{r.get('nodes')} node{'s' if r.get('nodes') != 1 else ''}" for r in paced]
+    for offset, field, name in ((-0.2, "p50_ms", "p50"), (0.2, "p99_ms", "p99")):
+        values = [r.get(field) or 0 for r in paced]
+        left.bar([i + offset for i in range(len(paced))], values, width=0.4, label=name)
+    left.set_xticks(range(len(paced)), labels)
+    left.set(ylabel="latency (ms)", title="Paced 100 msg/s, corrected latency")
+    if len(paced) == 2 and paced[0].get("p99_ms"):
+        limit = paced[0]["p99_ms"] * CLUSTER_PACED_P99_VS_SINGLE_MAX
+        left.axhline(limit, color="red", linestyle=":", label="target: 2-node p99 limit")
+    legend(left)
+    runs = [r for case in ("cluster_paced", "cluster_burst") for r in by_case(rows, case)]
+    runs.sort(key=lambda r: (r["case"], r.get("nodes", 0)))
+    for offset, process in ((-0.27, "node 1"), (0.0, "node 2"), (0.27, "redis")):
+        values = [(r.get("process_cpu_s_per_million") or {}).get(process) or 0 for r in runs]
+        right.bar([i + offset for i in range(len(runs))], values, width=0.27, label=process)
+    names = [f"{r['case'].removeprefix('cluster_')}\n{r.get('nodes')} node(s)" for r in runs]
+    right.set_xticks(range(len(runs)), names)
+    right.set(
+        yscale="log", ylabel="CPU s per million deliveries", title="CPU per delivery, by process"
+    )
+    legend(right)
+    return save(fig, out / "cluster.png")
+
+
 def write_plots(rows: Rows, out: Path) -> list[Path]:
-    """The five PNG plots, written into `out`."""
-    return [
+    """The five PNG plots, written into `out`, and the cluster plot when there are its rows."""
+    plots = [
         latency_plot(rows, out),
         throughput_plot(rows, out),
         sweep_plot(rows, out),
         capacity_plot(rows, out),
         over_time_plot(rows, out),
     ]
+    if by_case(rows, "cluster_paced") or by_case(rows, "cluster_burst"):
+        plots.append(cluster_plot(rows, out))
+    return plots
 
 
 def save(fig, path: Path, wide: bool = False) -> Path:

@@ -2,7 +2,8 @@
 
 `targets(rows)` is the Targets table of REPORT.md and what `python -m bench.report --check`
 judges: the throughput, latency, capacity and stall targets here, then the hostile-client targets
-of bench/report_hostile.py. A target whose rows are missing is no data, never met.
+of bench/report_hostile.py, the TLS ones of bench/report_tls.py and the cluster ones of
+bench/report_cluster.py. A target whose rows are missing is no data, never met.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from bench.report_cluster import cluster_targets
 from bench.report_hostile import hostile_targets
 from bench.report_rows import BASELINE, Rows, by_case, delivery_cell, fmt
 from bench.report_tls import tls_targets
@@ -63,6 +65,7 @@ def targets(rows: Rows) -> list[Target]:
         server_stall_target(rows),
         *hostile_targets(rows),
         *tls_targets(rows),
+        *cluster_targets(rows),
     ]
 
 

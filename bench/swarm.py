@@ -5,23 +5,22 @@ Everything else (framing with chat.protocol.LineDecoder, parsing server lines an
 checking order, duplicates and losses, latency) happens after the window in `verify`. The swarm
 records its own CPU time so a result limited by the driver rather than the server is flagged.
 
-This module holds `Swarm`: joining, the measured window's loop, the call to verify. The client
-and its epoll registry are in bench.swarm_client, what senders send in bench.swarm_send, a
+This module holds `Swarm`: the measured window's loop and the call to verify; joining (one server
+or the nodes of a cluster, clients split evenly) is in bench.swarm_join. The client and its
+epoll registry are in bench.swarm_client, what senders send in bench.swarm_send, a
 window's bookkeeping and reports in bench.swarm_window, the delivery check in bench.swarm_verify;
 what callers import from those is re-exported here.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import gc
-import socket
 import ssl
 import struct
 import termios
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import partial
 
 from bench.swarm_arena import ReceiveArena
@@ -33,7 +32,9 @@ from bench.swarm_client import (
     Client,
     Poller,
     SwarmError,
+    more_records,
 )
+from bench.swarm_join import CONNECT_WAVE, Address, Joining
 from bench.swarm_send import (
     PacedSender,
     SenderPlan,
@@ -64,16 +65,15 @@ __all__ = [
     "raise_open_files_limit",
 ]
 
-CONNECT_WAVE = 256
 IDLE_TIMEOUT_S = 10.0
 
 
-class Swarm:
-    """Many clients of one server, driven from one epoll loop."""
+class Swarm(Joining):
+    """Many clients of one server (or of the nodes of one cluster), driven from one epoll loop."""
 
     def __init__(
         self,
-        address: tuple[str, int],
+        address: Address | Sequence[Address],
         prefix: str = "c",
         tls: ssl.SSLContext | None = None,
         password: str | None = None,
@@ -81,9 +81,15 @@ class Swarm:
     ) -> None:
         """A swarm of the server at `address`, clients named `prefix` + index; over TLS with
         the client context `tls`; presenting `password` before each name; speaking `wire`
-        (the chat protocol, or a peer's: bench/wire.py)."""
+        (the chat protocol, or a peer's: bench/wire.py).
+
+        Several addresses (the nodes of a cluster): client i connects to address i mod n, so
+        the clients are split evenly and `node_of(i)` says where each one is.
+        """
         raise_open_files_limit()
-        self.address = address
+        one = isinstance(address[0], str)
+        self.addresses: list[Address] = [address] if one else list(address)  # type: ignore[list-item]
+        self.address = self.addresses[0]
         self.prefix = prefix
         self.tls = tls
         self.hello = encode_line(password_line(password)) if password is not None else b""
@@ -91,85 +97,10 @@ class Swarm:
         self.clients: list[Client] = []
         self.poller = Poller()
         self.sent: dict[int, int] = {}
+        # This window's lines from senders of another swarm (another process): name -> count.
+        self.foreign: dict[str, int] = {}
         self.stalled: set[int] = set()
         self.arena = ReceiveArena()
-
-    # --- joining -------------------------------------------------------------------------------
-
-    def connect(
-        self,
-        count: int,
-        *,
-        timeout_s: float = 60.0,
-        rcvbuf: dict[int, int] | None = None,
-        source: str | None = None,
-    ) -> ConnectReport:
-        """Connect and name `count` more clients in waves; returns once every one is welcomed.
-
-        `source`: the local address they connect from (another loopback address, for attackers).
-        """
-        start, cpu0 = time.monotonic(), time.process_time()
-        deadline = start + timeout_s
-        first, end = len(self.clients), len(self.clients) + count
-        next_index, in_flight, joined = first, 0, 0
-        while joined < count:
-            while in_flight < CONNECT_WAVE and next_index < end:
-                self._open(next_index, (rcvbuf or {}).get(next_index), source)
-                next_index += 1
-                in_flight += 1
-            if time.monotonic() > deadline:
-                raise SwarmError(f"only {joined} of {count} clients joined in {timeout_s} s")
-            for client, mask in self.poller.select(0.2):
-                if self._advance_join(client, mask):
-                    joined += 1
-                    in_flight -= 1
-        return ConnectReport(count, time.monotonic() - start, time.process_time() - cpu0)
-
-    def _open(self, index: int, rcvbuf: int | None, source: str | None = None) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        if source:
-            sock.bind((source, 0))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if rcvbuf:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        err = sock.connect_ex(self.address)
-        if err not in (0, errno.EINPROGRESS):
-            sock.close()
-            raise SwarmError(f"connect failed: {errno.errorcode.get(err, err)}")
-        client = Client(index, f"{self.prefix}{index}", sock, self.wire)
-        self.clients.append(client)
-        self.poller.register(client, WRITE)
-
-    def _advance_join(self, client: Client, mask: int) -> bool:
-        """One step of a client's join; True when it has just been welcomed."""
-        if client.state == "connecting" and mask & WRITE:
-            client.connected(self.tls, self.hello)
-            self.poller.modify(client, client.events)
-            return False
-        if client.state == "handshaking":
-            client.shake(self.hello)
-            self.poller.modify(client, client.events)
-            return False
-        if not mask & READABLE:
-            return False
-        data = self.poller.recv_or_close(client)
-        if client.state != "joining" or data is None:
-            return False
-        return client.greeting_received(data)
-
-    def settle(self, quiet_s: float = 0.2, timeout_s: float = 30.0) -> int:
-        """Read and discard until nothing arrives for `quiet_s` (join notices); returns bytes."""
-        deadline = time.monotonic() + timeout_s
-        total = 0
-        while time.monotonic() < deadline:
-            events = self.poller.select(quiet_s)
-            if not events:
-                break
-            for client, mask in events:
-                if mask & READABLE:
-                    total += len(self.poller.recv_or_close(client) or b"")
-        return total
 
     # --- a measured window ---------------------------------------------------------------------
 
@@ -180,6 +111,7 @@ class Swarm:
             client.pending = 0
         self.arena.reset()
         self.sent = {}
+        self.foreign = {}
         for index in stalled:
             client = self.clients[index]
             if client.state != "closed" and client.events & READ:
@@ -208,6 +140,11 @@ class Swarm:
         if client.state != "closed" and not client.events & READ:
             client.events |= READ
             self.poller.apply(client)
+
+    def expect_from(self, name: str, count: int) -> None:
+        """This window, `name` (a client of another swarm) sends `count` more lines to the room:
+        the next `drive` waits for them too, and `verify` checks them."""
+        self.foreign[name] = self.foreign.get(name, 0) + count
 
     def reserve(self, plans: list[SenderPlan]) -> None:
         """Touch the pages the next window's reads will land on now, before any clock starts."""
@@ -320,7 +257,7 @@ class Swarm:
 
     def _expect(self, plans: list[SenderPlan]) -> set[int]:
         """Add this window's lines to every reader's expected count; returns the readers."""
-        total = sum(p.count for p in plans)
+        total = sum(p.count for p in plans) + sum(self.foreign.values())
         own = {p.index: p.count for p in plans}
         readers = set()
         for client in self.clients:
@@ -338,7 +275,8 @@ class Swarm:
 
     def _expected_for(self, index: int) -> int:
         """Newlines owed to a client for everything sent since the window began."""
-        return self.wire.expected_newlines(sum(self.sent.values()), self.sent.get(index, 0))
+        total = sum(self.sent.values()) + sum(self.foreign.values())
+        return self.wire.expected_newlines(total, self.sent.get(index, 0))
 
     def _start_senders(self, plans: list[SenderPlan], t0: int) -> list[PacedSender]:
         """Queue every burst now; return the paced senders, each due from its start offset."""
@@ -380,19 +318,30 @@ class Swarm:
     # --- after the window ----------------------------------------------------------------------
 
     def verify(
-        self, indices: Iterable[int] | None = None, timed_senders: Iterable[int] | None = None
+        self,
+        indices: Iterable[int] | None = None,
+        timed_senders: Iterable[int] | None = None,
+        senders: Iterable[int] | None = None,
     ) -> Verdict:
         """Check each sender's sequence at these readers (default: all but the stalled); time it.
 
         Latencies are kept for the lines of `timed_senders` only (default: every sender).
+        `senders`: check only these senders' lines (default: every sender); the others' lines
+        are left out, neither counted nor unexpected (a node's own traffic, say).
         """
         verdict = Verdict()
         timed = None if timed_senders is None else {self.clients[i].name for i in timed_senders}
         names = {self.clients[i].name: (i, n) for i, n in self.sent.items()}
+        names.update({name: (-1, n) for name, n in self.foreign.items()})
+        ignored: set[str] = set()
+        if senders is not None:
+            kept = {self.clients[i].name for i in senders}
+            ignored = {name for name in names if name not in kept}
+            names = {name: value for name, value in names.items() if name in kept}
         if indices is None:
             indices = (c.index for c in self.clients if c.index not in self.stalled)
         for index in indices:
-            verify_reader(self.clients[index], names, verdict, timed)
+            verify_reader(self.clients[index], names, verdict, timed, ignored)
         return verdict
 
     def close(self) -> None:
@@ -402,17 +351,3 @@ class Swarm:
             client.chunks.clear()
         self.poller.close()
         self.arena.release()
-
-
-def more_records(sock: socket.socket, view: memoryview, size: int) -> int:
-    """A TLS socket's read gives one record (16 KiB at most): add the records that have arrived
-    behind it, so a TLS client's read is one chunk as a plain one's is."""
-    try:
-        while size < len(view):
-            got = sock.recv_into(view[size:])
-            if not got:
-                break  # the end: the next read sees it
-            size += got
-    except OSError:  # nothing more now (or gone: the next read sees that too)
-        pass
-    return size

@@ -205,3 +205,17 @@ class Poller:
 
     def close(self) -> None:
         self.epoll.close()
+
+
+def more_records(sock: socket.socket, view: memoryview, size: int) -> int:
+    """A TLS socket's read gives one record (16 KiB at most): add the records that have arrived
+    behind it, so a TLS client's read is one chunk as a plain one's is."""
+    try:
+        while size < len(view):
+            got = sock.recv_into(view[size:])
+            if not got:
+                break  # the end: the next read sees it
+            size += got
+    except OSError:  # nothing more now (or gone: the next read sees that too)
+        pass
+    return size

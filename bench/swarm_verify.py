@@ -10,6 +10,7 @@ its broadcast over the receivers. `percentile_ms` summarises a list of latencies
 from __future__ import annotations
 
 import itertools
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from bench.swarm_client import RECV_BYTES, Client
@@ -50,10 +51,13 @@ def verify_reader(
     senders_sent: dict[str, tuple[int, int]],
     verdict: Verdict,
     timed: set[str] | None = None,
+    ignored: Collection[str] = (),
 ) -> None:
-    """Add one reader's window to `verdict`; `senders_sent` maps name to (index, lines sent).
+    """Add one reader's window to `verdict`; `senders_sent` maps name to (index, lines sent;
+    index -1 for a sender outside the reader's swarm).
 
-    Latencies are kept for senders in `timed` only (None: every sender).
+    Latencies are kept for senders in `timed` only (None: every sender); lines of the senders
+    in `ignored` are skipped.
     """
     decoder = LineDecoder(max_line_bytes=RECV_BYTES)
     wire = client.wire
@@ -76,7 +80,7 @@ def verify_reader(
                 name = senders[head] = wire.chat_sender(raw)
             elif name is None and not sep:
                 name = wire.chat_sender(raw)
-            if name is None or name == own:
+            if name is None or name == own or name in ignored:
                 continue
             probe = parse_probe_times(body.decode("utf-8", "replace"))
             if probe is None or name not in seqs:

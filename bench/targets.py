@@ -43,3 +43,14 @@ LOCKOUT_JOIN_TARGET_S = 1.0
 MASS_CLIENTS = 10000
 MASS_MESSAGE_TARGET_MS = 500.0
 MASS_SIGTERM_TARGET_S = 2.0
+
+# The cluster dimension (issue 13): the same cases against one node and two on Redis, same run
+# (bench/test_cluster*.py, judged by bench/report_cluster.py).
+CLUSTER_PACED_P99_VS_SINGLE_MAX = 1.5  # paced 100 msg/s to 500 clients: p99 at most this x 1 node
+CLUSTER_CLIENTS = 20000  # in one room over two nodes, joined within CLUSTER_JOIN_TARGET_S
+CLUSTER_JOIN_TARGET_S = 20.0
+CLUSTER_BACK_TARGET_S = 2.0  # Redis restarted: every node's clients told the bus is back within
+# A SIGKILLed node's names are free again within its lease (chat/bus_names.py LEASE_S) plus one
+# heartbeat (chat/bus.py HEARTBEAT_S), in which the others see that it expired; from the kill.
+CLUSTER_LEASE_S = 5.0
+CLUSTER_NAME_FREE_TARGET_S = CLUSTER_LEASE_S + 0.5

@@ -3,8 +3,10 @@
     locust -f loadtest/chat_user.py --host 127.0.0.1:5555                     # web UI on :8089
     locust -f loadtest/chat_user.py --host 127.0.0.1:5555 --headless -u 100 -r 20 -t 1m
     locust -f loadtest/chat_user.py --host 127.0.0.1:5555 --headless ... --processes 2
+    locust -f loadtest/chat_user.py --chat-hosts 127.0.0.1:5555,127.0.0.1:5556 --headless ...
 
-Every ChatUser joins under a unique name, sends probe messages (a sequence number and the sender's
+Every ChatUser joins under a unique name (with --chat-hosts, on one of the cluster's nodes, users
+spread evenly over them), sends probe messages (a sequence number and the sender's
 clock, chat/probe.py) at its share of the room's chat rate, and reads everything the server sends.
 Rows in Locust's statistics: `connect`, `send`, `deliver` (one-way latency of each received
 message), `error` (`! ` lines from the server), `disconnect`, and one `delivery-check` per run,
@@ -65,11 +67,7 @@ _put_repository_on_path()
 
 from loadtest.client import ChatClient  # noqa: E402
 from loadtest.identity import unique_name  # noqa: E402
-from loadtest.options import (  # noqa: E402 (registers --chat-*)
-    connection_settings,
-    options_of,
-    parse_address,
-)
+from loadtest.options import connection_settings, options_of  # noqa: E402 (registers --chat-*)
 from loadtest.run_control import run_of  # noqa: E402 (registers the end-of-run listeners)
 
 PASSWORD_ENV = "CHAT_PASSWORD"  # as the terminal client: a password never goes on argv
@@ -95,6 +93,7 @@ class ChatUser(User):
         self.client: ChatClient | None = None
         self._options = options_of(environment)
         self._due_s = time.monotonic()  # when the next message is due by the schedule
+        self._address: tuple[str, int] | None = None  # its host, chosen once (--chat-hosts)
 
     def wait_time(self) -> float:
         options = self._options
@@ -133,13 +132,14 @@ class ChatUser(User):
         if ledger.halted:
             return
         options = self._options
-        try:
-            address = parse_address(self.host)
-        except ValueError:
-            return  # said once at the start of the test, which is quitting
+        if self._address is None:
+            try:
+                self._address = run_of(self.environment).next_address()
+            except ValueError:
+                return  # said once at the start of the test, which is quitting
         tls, password = connection_settings(options)
         self.client = ChatClient(
-            address,
+            self._address,
             unique_name(options.chat_name_prefix),
             ledger,
             self.environment.events.request,

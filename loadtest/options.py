@@ -1,7 +1,9 @@
 """The `--chat-*` command-line options (registered with Locust on import) and `--host` parsing.
 
 Every value is checked as it is parsed, so a bad one (`--chat-room-rate -1`, `--chat-message-bytes
-0`, `nan`) is a one-line usage error, status 2, before anything starts.
+0`, `nan`, a `--chat-hosts` entry without a port) is a one-line usage error, status 2, before
+anything starts. `chat_addresses` says where users connect: `--chat-hosts` (the nodes of a
+cluster, users spread over them) or `--host`; `user_host_index` which one a given user takes.
 """
 
 from __future__ import annotations
@@ -40,7 +42,10 @@ DEFAULTS: dict[str, Any] = {
     "chat_tls": False,
     "chat_ca": "",
     "chat_room_users": 0,
+    "chat_hosts": "",
 }
+HOSTS_EXAMPLE = "127.0.0.1:5555,127.0.0.1:5556"
+Address = tuple[str, int]
 
 
 def _number(kind: Callable[[str], float], low: float, low_included: bool) -> Callable[[str], Any]:
@@ -73,6 +78,18 @@ def _name_prefix(text: str) -> str:
     return text
 
 
+def _hosts(text: str) -> str:
+    """An argparse type: `H1:P1,H2:P2,...`, each as `--host` takes it; kept as given ("": not
+    given, --host applies)."""
+    if not text:
+        return text
+    try:
+        parse_hosts(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _add(group: argparse._ArgumentGroup, *flags: str, **kwargs: Any) -> None:
     # Locust's web UI lists an option when its action says so; Locust's own add_argument sets
     # these, an argument group's does not.
@@ -83,6 +100,18 @@ def _add(group: argparse._ArgumentGroup, *flags: str, **kwargs: Any) -> None:
 
 # The `--chat-*` options in `--help` order: (flag, add_argument keywords).
 CHAT_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "--chat-hosts",
+        dict(
+            metavar="H1:P1,H2:P2",
+            type=_hosts,
+            default=DEFAULTS["chat_hosts"],
+            help="the servers (the nodes of one cluster) to spread the users over, instead of "
+            "--host: in each Locust process its Nth user joins host N mod the number of hosts "
+            "(worker W starts at host W), so the hosts get as many users each, give or take one "
+            "per process",
+        ),
+    ),
     (
         "--chat-room-rate",
         dict(
@@ -212,17 +241,49 @@ def add_chat_options(parser: argparse.ArgumentParser, **_kw: Any) -> None:
     )
 
 
-def parse_address(host: str | None) -> tuple[str, int]:
+def parse_address(host: str | None, option: str = "--host") -> Address:
     """`HOST:PORT`, `[V6]:PORT` or `tcp://HOST:PORT` as a socket address."""
     if not host:
         raise ValueError("give the chat server as --host HOST:PORT, e.g. --host 127.0.0.1:5555")
     rest = host.split("://", 1)[-1].rstrip("/")
     name, sep, port = rest.rpartition(":")
     if not sep or not port.isdigit():
-        raise ValueError(f"--host {host!r} has no port; use HOST:PORT, e.g. 127.0.0.1:5555")
+        raise ValueError(f"{option} {host!r} has no port; use HOST:PORT, e.g. 127.0.0.1:5555")
     if not 1 <= int(port) <= MAX_PORT:
-        raise ValueError(f"--host {host!r}: the port must be 1-{MAX_PORT}, not {int(port)}")
+        raise ValueError(f"{option} {host!r}: the port must be 1-{MAX_PORT}, not {int(port)}")
     return name.strip("[]") or "127.0.0.1", int(port)
+
+
+def parse_hosts(text: str) -> list[Address]:
+    """`--chat-hosts`: comma-separated `HOST:PORT`s (a host may be given twice)."""
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise ValueError(f"no host given; use H1:P1,H2:P2, e.g. {HOSTS_EXAMPLE}")
+    if not all(items):
+        raise ValueError(f"{text!r} has an empty entry; use H1:P1,H2:P2, e.g. {HOSTS_EXAMPLE}")
+    return [parse_address(item, "host") for item in items]
+
+
+def chat_addresses(options: Any, host: str | None) -> list[Address]:
+    """Where the users connect: `--chat-hosts`, or else `--host` (ValueError: one line, why not).
+
+    Both given: `--host` must be one of the hosts (Locust's web UI always sends one)."""
+    hosts = getattr(options, "chat_hosts", "")
+    if not hosts:
+        return [parse_address(host)]
+    addresses = parse_hosts(hosts)
+    if host and parse_address(host) not in addresses:
+        raise ValueError(
+            f"--host {host!r} is not one of --chat-hosts {hosts!r}: give one or the other"
+        )
+    return addresses
+
+
+def user_host_index(hosts: int, worker_index: int, user_number: int) -> int:
+    """Which of `hosts` a process's `user_number`th user (from 0) joins: worker W's users take
+    the hosts in turn from host W, so every process spreads its users evenly, and all of them
+    together too (a single process is worker 0: user i joins host i mod the number of hosts)."""
+    return (max(worker_index, 0) + user_number) % hosts
 
 
 def options_of(environment: Environment) -> Any:

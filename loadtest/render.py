@@ -85,18 +85,27 @@ def _latency_text(latency: dict[str, Any]) -> str:
 
 def _server_stats_text(server: dict[str, Any]) -> str:
     delta = server["delta"]
+    # A cluster's node: the cluster's totals (a heartbeat or so old), then its own clients.
+    cluster = server.get("scope") == "cluster"
+    scope, label = ("cluster_", "cluster /stats (first host)") if cluster else ("", "server /stats")
     return (
-        f"server /stats: messages_in +{delta.get('messages_in', 0):.0f} "
+        f"{label}: messages_in +{delta.get(f'{scope}messages_in', 0):.0f} "
         f"({server['messages_in_minus_sent']:+.0f} vs sent), deliveries_out "
-        f"+{delta.get('deliveries_out', 0):.0f} ({server['deliveries_out_minus_received']:+.0f} "
-        f"vs received), slow_consumers +{delta.get('slow_consumers', 0):.0f}, clients at the end "
-        f"{server['end'].get('clients', 0):.0f}"
+        f"+{delta.get(f'{scope}deliveries_out', 0):.0f} "
+        f"({server['deliveries_out_minus_received']:+.0f} vs received), slow_consumers "
+        f"+{delta.get('slow_consumers', 0):.0f}, clients at the end "
+        f"{server['end'].get(f'{scope}clients', 0):.0f}"
     )
 
 
-def _server_process_text(use: dict[str, Any]) -> str:
+def process_lines(uses: dict[str, dict[str, Any] | None]) -> list[str]:
+    """A cluster's processes (its nodes and Redis), each as the one server's line, by label."""
+    return [_server_process_text(use, label) for label, use in uses.items() if use]
+
+
+def _server_process_text(use: dict[str, Any], label: str = "server") -> str:
     return (
-        f"server process: CPU {use['cpu_avg_pct']:.0f}% average, {use['cpu_peak_1s_pct']:.0f}% "
+        f"{label} process: CPU {use['cpu_avg_pct']:.0f}% average, {use['cpu_peak_1s_pct']:.0f}% "
         f"busiest second; up to {use['threads_peak']} threads, {use['rss_peak_mb']:.0f} MB RSS"
     )
 

@@ -2,13 +2,15 @@
 
     python -m loadtest.run                          # 30 users for 15 s, report in results/latest/
     python -m loadtest.run -u 500 -r 50 -t 1m --processes 2
+    python -m loadtest.run --nodes 2                # a local Redis and 2 nodes, users spread
     python -m loadtest.run --server-arg=--writers=2 -- --chat-room-rate 50 --chat-message-bytes 200
 
 Arguments after `--` go to Locust unchanged (any `locust` or `--chat-*` option). The report lands in
 results/latest/ (git-ignored; --results results/reference records a reference on purpose):
 Locust's CSV files and HTML report, and PREFIX_summary.json (delivery check, server /stats and
 process use, Locust's CPU). Exit status 0 only when Locust saw no failure and every
-delivery arrived exactly once. The server is stopped by its PID whatever happens.
+delivery arrived exactly once. The server (every node, and Redis) is stopped by its PID whatever
+happens.
 """
 
 from __future__ import annotations
@@ -23,26 +25,18 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
-from harness import ServerProcess, free_port, start_chat_server
-from loadtest.cpu_use import cpu_use_pct
-from loadtest.render import rows_table, summary_lines
+from harness import free_port
+from loadtest.render import process_lines, rows_table, summary_lines
+from loadtest.servers import start_servers
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT_USER = Path(__file__).resolve().parent / "chat_user.py"
 DEFAULT_RESULTS = ROOT / "results" / "latest"
-SERVER_START_TIMEOUT_S = 10.0
-SERVER_STOP_TIMEOUT_S = 5.0
 LOCUST_GRACE_S = 120.0  # beyond --run-time: start-up, ramp, drain and report writing
 LOCUST_STOP_TIMEOUT_S = 20.0  # a stopped run still drains and writes its report
-SAMPLE_EVERY_S = 0.5
 _SPAN_RE = re.compile(r"(\d+)([hms]?)")
 
 
@@ -64,32 +58,37 @@ def main(argv: list[str] | None = None) -> int:
     summary_path = Path(f"{prefix}_summary.json")
     summary_path.unlink(missing_ok=True)
 
-    server = start_server(args.server_arg, Path(f"{prefix}_server.log"))
+    servers = start_servers(args.nodes, args.server_arg, prefix)
     try:
-        print(f"chat server pid {server.pid} on {server.host}:{server.port}", flush=True)
+        print(servers.describe(), flush=True)
         processes = _processes_args(args.processes) if args.processes else []
         cmd = locust_command(
-            f"{server.host}:{server.port}",
+            None,
             args.users,
             args.spawn_rate,
             args.run_time,
             prefix,
             summary_path,
-            extra=[*processes, *locust_extra],
+            extra=[*servers.locust_target(), *processes, *locust_extra],
         )
         print("$ " + shlex.join(["python", *cmd[1:]]), flush=True)
-        server.watch()
+        servers.watch()
         locust_status = run_locust(cmd, locust_timeout_s)
-        server_use = server.usage()
+        use = servers.usage()
     finally:
-        server.stop()
+        servers.stop()
 
+    server_use = None if servers.clustered else use[servers.nodes[0].label]
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     if summary is not None:
         summary["server_process"] = server_use
+        if servers.clustered:
+            summary["cluster_processes"] = use
         summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     rows = read_rows(Path(f"{prefix}_stats.csv"))
     print(format_report(args, rows, summary, server_use, prefix))
+    if summary is not None and servers.clustered:
+        print("\n".join(process_lines(use)))
     reasons = failure_reasons(locust_status, summary)
     print(f"\nRESULT: {'FAIL: ' + '; '.join(reasons) if reasons else 'PASS'}")
     return 1 if reasons else 0
@@ -150,7 +149,8 @@ def _interrupt(signum: int, frame: object) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m loadtest.run",
-        description="Start a chat server, run a headless Locust test against it, summarise.",
+        description="Start a chat server (or --nodes N of them on a local Redis), run a "
+        "headless Locust test against it, summarise.",
         epilog="Arguments after -- go to Locust, e.g. -- --chat-room-rate 50. "
         "See docs/LOADTEST.md and `python loadtest/chat_user.py --help` for the --chat-* options.",
     )
@@ -170,6 +170,14 @@ def _parser() -> argparse.ArgumentParser:
         help="report directory (results/latest, git-ignored; results/reference only on purpose)",
     )
     parser.add_argument("--prefix", default="locust", help="report file prefix (locust)")
+    parser.add_argument(
+        "--nodes",
+        type=_positive(int),
+        default=0,
+        help="start a local redis-server and this many chat servers sharing one room over it "
+        "(--bus, docs/CLUSTER.md), and spread the users over them (--chat-hosts); "
+        "default: one server, no bus",
+    )
     parser.add_argument(
         "--server-arg",
         action="append",
@@ -207,83 +215,6 @@ def parse_span_s(span: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != span.strip().lower():
         raise ValueError(f"not a time span: {span!r}")
     return float(sum(int(n) * {"h": 3600, "m": 60}.get(u, 1) for n, u in parts))
-
-
-# --- the server under test ----------------------------------------------------------------------
-
-
-@dataclass
-class ServerUnderTest:
-    """A `python -m chat.server` child (started by the harness), and what it used while the test
-    ran."""
-
-    process: ServerProcess
-    samples: list[tuple[float, float, int, int]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def host(self) -> str:
-        return self.process.host
-
-    @property
-    def port(self) -> int:
-        return self.process.port
-
-    def watch(self) -> None:
-        """Sample CPU time, threads and memory in the background until usage() is called."""
-        threading.Thread(target=self._sample, daemon=True).start()
-
-    def _sample(self) -> None:
-        with contextlib.suppress(psutil.Error):  # the server is gone: its samples end there
-            process = psutil.Process(self.pid)
-            while not self._stop.is_set():
-                with process.oneshot():
-                    cpu = process.cpu_times()
-                    self.samples.append(
-                        (
-                            time.monotonic(),
-                            cpu.user + cpu.system,
-                            process.num_threads(),
-                            process.memory_info().rss,
-                        )
-                    )
-                self._stop.wait(SAMPLE_EVERY_S)
-
-    def usage(self) -> dict | None:
-        """CPU (average and busiest second), peak threads and peak RSS over the samples."""
-        self._stop.set()
-        time.sleep(SAMPLE_EVERY_S)
-        if len(self.samples) < 2:
-            return None
-        (t0, c0, _, _), (t1, c1, _, _) = self.samples[0], self.samples[-1]
-        average, busiest = cpu_use_pct([(t, c) for t, c, _, _ in self.samples], window_s=1.0)
-        return {
-            "pid": self.pid,
-            "wall_s": round(t1 - t0, 1),
-            "cpu_s": round(c1 - c0, 2),
-            "cpu_avg_pct": average,
-            "cpu_peak_1s_pct": busiest,
-            "threads_peak": max(s[2] for s in self.samples),
-            "rss_peak_mb": round(max(s[3] for s in self.samples) / 2**20, 1),
-        }
-
-    def stop(self) -> None:
-        """SIGTERM by PID, then SIGKILL if it does not go."""
-        self._stop.set()
-        self.process.stop(SERVER_STOP_TIMEOUT_S)
-
-
-def start_server(extra_args: list[str], log_path: Path) -> ServerUnderTest:
-    """Start the server on 127.0.0.1 and a free port; wait for its `listening on` line. Its log
-    goes to `log_path`."""
-    process = start_chat_server(
-        "--quiet", *extra_args, log_path=log_path, timeout_s=SERVER_START_TIMEOUT_S
-    )
-    return ServerUnderTest(process)
 
 
 def run_locust(cmd: list[str], timeout_s: float) -> int:

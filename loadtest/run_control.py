@@ -25,7 +25,13 @@ from locust.runners import MasterRunner, WorkerRunner
 from chat.protocol import MAX_LINE_BYTES
 from loadtest.cpu_use import cpu_use_pct
 from loadtest.ledger import DeliveryLedger
-from loadtest.options import connection_settings, options_of, parse_address
+from loadtest.options import (
+    Address,
+    chat_addresses,
+    connection_settings,
+    options_of,
+    user_host_index,
+)
 from loadtest.server_stats import fetch_server_stats
 from loadtest.summary import finish_run
 
@@ -71,6 +77,18 @@ class ChatRun:
         self.reported = False
         self.halted_workers: set[str] = set()
         self.worker_reports: dict[str, dict] = {}
+        self.users_per_host: list[int] = []  # this process's users by host (--chat-hosts order)
+
+    def next_address(self) -> Address:
+        """Where this process's next user joins: the hosts in turn (options.user_address)."""
+        environment = self.environment
+        addresses = chat_addresses(options_of(environment), environment.host)
+        worker_index = getattr(environment.runner, "worker_index", 0)
+        counts = self.users_per_host
+        counts.extend([0] * (len(addresses) - len(counts)))
+        index = user_host_index(len(addresses), worker_index, sum(counts))
+        counts[index] += 1
+        return addresses[index]
 
     def sample_cpu(self) -> None:
         """Record this process's CPU time every second while the test runs (a greenlet)."""
@@ -101,6 +119,7 @@ class ChatRun:
             "cpu_avg_pct": average,
             "cpu_peak_pct": peak,
             "cpu_wait_pct": wait_pct,
+            "users_per_host": self.users_per_host,
         }
 
 
@@ -143,7 +162,7 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
         options.chat_room_users = runner.target_user_count
     try:
         run.server_start = fetch_server_stats(
-            parse_address(environment.host), *connection_settings(options_of(environment))
+            chat_addresses(options, environment.host)[0], *connection_settings(options)
         )
     except ValueError as exc:
         log.error("%s", exc)

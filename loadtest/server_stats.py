@@ -125,15 +125,20 @@ def server_cross_check(
     delta = {k: end[k] - start[k] for k in counters}
     # Between the two replies the server also delivered to the visits themselves: after the
     # first one's reply (it was still leaving) and before the last one's.
-    delta["deliveries_out"] = delta.get("deliveries_out", 0) - (
-        start.get(VISIT_AFTER, 0) + end.get(VISIT_BEFORE, 0)
-    )
+    visits = start.get(VISIT_AFTER, 0) + end.get(VISIT_BEFORE, 0)
+    # A node of a cluster (--bus) also gives the whole cluster's counters, which are what the
+    # users' counts compare with when they are spread over the nodes.
+    scope = "cluster_" if "cluster_messages_in" in delta else ""
+    for key in ("deliveries_out", "cluster_deliveries_out"):
+        if key in delta or key == "deliveries_out":
+            delta[key] = delta.get(key, 0) - visits
     return {
         "start": start,
         "end": end,
         "delta": delta,
+        "scope": "cluster" if scope else "server",
         # Anyone else in the room is counted by the server too: small differences are expected
         # then, large ones are worth a look.
-        "messages_in_minus_sent": delta.get("messages_in", 0) - check["sent"],
-        "deliveries_out_minus_received": delta.get("deliveries_out", 0) - check["received"],
+        "messages_in_minus_sent": delta.get(f"{scope}messages_in", 0) - check["sent"],
+        "deliveries_out_minus_received": delta.get(f"{scope}deliveries_out", 0) - check["received"],
     }

@@ -16,7 +16,7 @@ from locust.env import Environment
 
 from loadtest.client import REQUEST_TYPE, DeliveryProblem
 from loadtest.ledger import check_deliveries, lag_percentiles, latency_over_time, merged_latency
-from loadtest.options import connection_settings, options_of, parse_address
+from loadtest.options import chat_addresses, connection_settings
 from loadtest.render import summary_lines
 from loadtest.server_stats import fetch_server_stats, server_cross_check
 
@@ -27,6 +27,9 @@ CPU_BOUND_AVG_PCT = 80.0  # a load process busier than this on average was (clos
 CPU_BOUND_PEAK_PCT = 90.0  # Locust's own warning threshold
 CPU_JUDGE_MIN_S = 5.0  # shorter runs are mostly start-up: no CPU verdict
 CPU_STARVED_WAIT_PCT = 10.0  # ready to run but waiting for a core this often: the machine is busy
+# A cluster node's totals include the other nodes' counters as of their last heartbeat (about
+# 1.5 s old at most, docs/CLUSTER.md): the end-of-run /stats visit waits that long first.
+CLUSTER_TOTALS_AGE_S = 2.0
 
 
 def finish_run(
@@ -41,9 +44,10 @@ def finish_run(
     check = check_deliveries(reports)
     server_end = None
     with contextlib.suppress(ValueError):  # no usable --host: said once at the start
-        server_end = fetch_server_stats(
-            parse_address(environment.host), *connection_settings(options_of(environment))
-        )
+        addresses = chat_addresses(options, environment.host)
+        if len(set(addresses)) > 1:
+            gevent.sleep(CLUSTER_TOTALS_AGE_S)
+        server_end = fetch_server_stats(addresses[0], *connection_settings(options))
     totals = {
         key: sum(r[key] for r in reports)
         for key in ("users", "connects", "connect_failures", "errors", "disconnects", "untimed")
@@ -52,6 +56,8 @@ def finish_run(
     runner = environment.runner
     summary: dict[str, Any] = {
         "host": environment.host,
+        "hosts": (getattr(options, "chat_hosts", "") or environment.host or "").split(","),
+        "users_per_host": users_per_host(reports),
         "room_users": options.chat_room_users or getattr(runner, "target_user_count", 0),
         "room_rate_per_s": options.chat_room_rate,
         "message_bytes": options.chat_message_bytes,
@@ -113,7 +119,9 @@ def locust_use(reports: list[dict[str, Any]], runner: Any) -> dict[str, Any]:
     keys: tuple[str, ...] = ("node", "pid", "machine", "users", "wall_s")
     keys += ("cpu_avg_pct", "cpu_peak_pct", "cpu_wait_pct")
     processes = [
-        {**{k: r[k] for k in keys}, "read_lag_ms": lag_percentiles(r["read_lag"])} for r in reports
+        {**{k: r[k] for k in keys}, "read_lag_ms": lag_percentiles(r["read_lag"])}
+        | {"users_per_host": r.get("users_per_host", [])}
+        for r in reports
     ]
     judged = [p for p in processes if p["wall_s"] >= CPU_JUDGE_MIN_S]  # start-up dominates less
     return {
@@ -180,3 +188,13 @@ def _fire_verdicts(environment: Environment, check: dict, summary: dict) -> None
         exception=verdict,
         context={},
     )
+
+
+def users_per_host(reports: list[dict[str, Any]]) -> list[int]:
+    """Users that joined each host (in --chat-hosts order), all processes together."""
+    counts: list[int] = []
+    for report in reports:
+        for index, users in enumerate(report.get("users_per_host", [])):
+            counts.extend([0] * (index + 1 - len(counts)))
+            counts[index] += users
+    return counts

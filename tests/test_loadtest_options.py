@@ -17,9 +17,14 @@ test_loadtest.py and the other test_loadtest_*.py files):
   one line saying how to install it, status 1
     -> test_locustfile_help_lists_the_chat_options_under_their_own_heading
     -> test_locustfile_help_without_locust_installed_says_how_to_install_it
-- bad `--chat-*` values (negative rates, zero sizes, nan, a prefix names cannot start with) are
-  one-line usage errors, status 2
+- bad `--chat-*` values (negative rates, zero sizes, nan, a prefix names cannot start with, a
+  `--chat-hosts` entry without a port or empty) are one-line usage errors, status 2
     -> test_bad_chat_option_values_are_one_line_usage_errors
+- `--chat-hosts` spreads users over the hosts: user i of worker W on host (W + i) mod n; a
+  `--host` that is not one of them is one ERROR line, status 2
+    -> test_users_are_spread_over_the_hosts_in_turn_from_the_worker_index
+    -> test_a_host_that_is_not_one_of_the_chat_hosts_is_one_error_line
+    -> test_loadtest_cluster.py (real runs, over one server given twice and over two nodes)
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ def test_every_chat_option_in_the_guide_is_listed_by_the_locustfile_help() -> No
     guide = (ROOT / "docs" / "LOADTEST.md").read_text()
     documented = set(re.findall(r"^\| `(--chat-[a-z-]+)`", guide, re.MULTILINE))
     listed = set(re.findall(r"(--chat-[a-z-]+)", locustfile_help()))
-    assert len(documented) == 11, documented
+    assert len(documented) == 12, documented
     assert documented == listed
 
 
@@ -59,7 +64,7 @@ def test_locustfile_help_lists_the_chat_options_under_their_own_heading() -> Non
     own_section = re.split(r"\n(?=\S)", after, maxsplit=1)[0]
     assert re.findall(r"--chat-[a-z-]+", before) == []
     listed = re.findall(r"^  (--chat-[a-z-]+)", own_section, re.MULTILINE)
-    assert len(listed) == 11, own_section
+    assert len(listed) == 12, own_section
     message_bytes = own_section.split("--chat-message-bytes", 1)[1].split("\n  --", 1)[0]
     assert "bytes" in message_bytes and "character" not in message_bytes
 
@@ -118,7 +123,22 @@ BAD_CHAT_OPTION_CASES = [
         ["--chat-name-prefix", "a b"],
         "argument --chat-name-prefix: 'a b' makes names the server",
     ),
+    (
+        ["--chat-hosts", "127.0.0.1:5555,127.0.0.1"],
+        "argument --chat-hosts: host '127.0.0.1' has no port; use HOST:PORT, e.g. 127.0.0.1:5555",
+    ),
+    (
+        ["--chat-hosts", "127.0.0.1:5555,,127.0.0.1:5556"],
+        "argument --chat-hosts: '127.0.0.1:5555,,127.0.0.1:5556' has an empty entry; use "
+        "H1:P1,H2:P2, e.g. 127.0.0.1:5555,127.0.0.1:5556",
+    ),
+    (
+        ["--chat-hosts", "127.0.0.1:5555,127.0.0.1:0"],
+        "argument --chat-hosts: host '127.0.0.1:0': the port must be 1-65535, not 0",
+    ),
+    (["--chat-hosts", ","], "argument --chat-hosts: no host given; use H1:P1,H2:P2"),
     (["--chat-room-rate", "0", "--chat-message-bytes", "1", "--chat-drain-s", "0.5"], None),
+    (["--chat-hosts", "127.0.0.1:5555, [::1]:5556,tcp://127.0.0.1:5555"], None),
 ]
 
 
@@ -178,3 +198,46 @@ def test_host_forms_in_the_guide_parse_and_bad_ports_are_usage_errors() -> None:
         "127.0.0.1:99999": "--host '127.0.0.1:99999': the port must be 1-65535, not 99999",
         "": "give the chat server as --host HOST:PORT, e.g. --host 127.0.0.1:5555",
     }
+
+
+HOSTS_SCENARIO = r"""
+import argparse, json
+from loadtest.options import chat_addresses, user_host_index
+options = argparse.Namespace(chat_hosts="127.0.0.1:5555,127.0.0.1:5556,127.0.0.1:5557")
+out = {
+    "local": [user_host_index(3, 0, i) for i in range(6)],
+    "worker 1": [user_host_index(3, 1, i) for i in range(6)],
+    "unset worker": [user_host_index(2, -1, i) for i in range(3)],
+    "addresses": chat_addresses(options, None),
+    "with its --host": chat_addresses(options, "127.0.0.1:5556"),
+    "host only": chat_addresses(argparse.Namespace(chat_hosts=""), "127.0.0.1:6000"),
+}
+try:
+    chat_addresses(options, "127.0.0.1:6000")
+except ValueError as exc:
+    out["conflict"] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_users_are_spread_over_the_hosts_in_turn_from_the_worker_index() -> None:
+    out = scenario_json(HOSTS_SCENARIO)
+    assert out["local"] == [0, 1, 2, 0, 1, 2]
+    assert out["worker 1"] == [1, 2, 0, 1, 2, 0]
+    assert out["unset worker"] == [0, 1, 0]
+    hosts = [["127.0.0.1", 5555], ["127.0.0.1", 5556], ["127.0.0.1", 5557]]
+    assert out["addresses"] == out["with its --host"] == hosts
+    assert out["host only"] == [["127.0.0.1", 6000]]
+    assert out["conflict"] == (
+        "--host '127.0.0.1:6000' is not one of --chat-hosts "
+        "'127.0.0.1:5555,127.0.0.1:5556,127.0.0.1:5557': give one or the other"
+    )
+
+
+def test_a_host_that_is_not_one_of_the_chat_hosts_is_one_error_line() -> None:
+    done = locust_headless(
+        "--host", "127.0.0.1:1", "--chat-hosts", "127.0.0.1:2,127.0.0.1:3", "-u", "1", "-t", "2s"
+    )
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "is not one of --chat-hosts" in errors[0], done.stderr

@@ -11,13 +11,14 @@ import json
 from pathlib import Path
 
 import pytest
+from test_report_cluster import CLUSTER_TARGET_COUNT, cluster_met
 from test_report_hostile import HOSTILE_TARGET_COUNT, hostile_met
 from test_report_tls import TLS_TARGET_COUNT, tls_met
 
 from bench import report
 from bench.targets import CAPACITY_CLIENTS, JOIN_TARGET_S, REQUIRED_RATES_PER_S
 
-TARGET_COUNT = 9 + HOSTILE_TARGET_COUNT + TLS_TARGET_COUNT
+TARGET_COUNT = 9 + HOSTILE_TARGET_COUNT + TLS_TARGET_COUNT + CLUSTER_TARGET_COUNT
 WRITE_PLOTS = report.write_plots
 
 
@@ -98,7 +99,7 @@ def all_met() -> list[dict]:
                 rss_per_client_kib=50.0,
             )
         )
-    for info in [*hostile_met(), *tls_met()]:
+    for info in [*hostile_met(), *tls_met(), *cluster_met()]:
         rows.append(entry(info.pop("case"), info.pop("server"), info.pop("clients"), **info))
     return rows
 
@@ -233,11 +234,14 @@ def test_targets_on_rows_lists_every_target_once():
     assert report.targets([]) and all(t.status == report.NO_DATA for t in report.targets([]))
 
 
-def test_end_to_end_writes_the_report_and_five_plots(tmp_path, monkeypatch, capsys):
+def test_end_to_end_writes_the_report_and_five_plots_and_the_clusters(
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.setattr(report, "write_plots", WRITE_PLOTS)
     assert run(tmp_path, all_met(), "--check") == 0
     plots = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert plots == ["capacity.png", "latency.png", "over_time.png", "sweep.png", "throughput.png"]
+    five = ["capacity.png", "latency.png", "over_time.png", "sweep.png", "throughput.png"]
+    assert plots == sorted([*five, "cluster.png"])  # the cluster plot: the run has its cases
     text = (tmp_path / "REPORT.md").read_text()
     assert all(f"![{Path(name).stem}]({name})" in text for name in plots)
     assert "wrote" in capsys.readouterr().err

@@ -86,6 +86,14 @@ def test_report_of_the_reference_goes_to_latest(results_unchanged, keep_latest):
     assert (LATEST / "sweep.png").exists()
 
 
+def test_a_report_of_any_reference_folder_goes_to_latest_unless_told():
+    from bench.report import default_out
+
+    for json_path in (REFERENCE / "bench.json", REFERENCE / "cluster" / "bench.json"):
+        assert default_out(json_path) == LATEST, json_path
+    assert default_out(LATEST / "bench.json") == LATEST
+
+
 @pytest.mark.timeout(110)
 def test_benchmark_only_run_writes_to_latest(results_unchanged, keep_latest):
     """One small full-size case: `pytest bench/ --benchmark-only` without --benchmark-json."""
