@@ -326,30 +326,32 @@ class Bus:
         """Hand other nodes' entries to the local clients: runs of broadcasts as one blob."""
         server = self.server
         blobs: list[bytes] = []
+        chat = 0  # chat lines in `blobs`
         for arrival in incoming.sort(entries):
             if isinstance(arrival, Broadcast):
                 blobs.append(arrival.data)
+                chat += arrival.chat
             elif isinstance(arrival, Lost):
                 blobs.append(self._lost(arrival.count, arrival.origin, link_stayed_up))
             elif isinstance(arrival, Private):
                 target = server.registry.get(arrival.to)
                 if target is not None:
                     server.delivery.send(target.box, arrival.data)
-                    self.deliveries += 1
             if len(blobs) >= READ_COUNT:
-                self._broadcast(blobs)
-                blobs = []
-        self._broadcast(blobs)
+                self._broadcast(blobs, chat)
+                blobs, chat = [], 0
+        self._broadcast(blobs, chat)
 
-    def _broadcast(self, blobs: list[bytes]) -> None:
+    def _broadcast(self, blobs: list[bytes], chat: int) -> None:
         """Like a local sender: wait while this node's writers lag (the stream holds the rest;
-        a node that stays behind is a slow node, told as a counted gap)."""
+        a node that stays behind is a slow node, told as a counted gap). `bus_deliveries`
+        counts the chat lines, as `deliveries_out` does for local senders."""
         if blobs:
             server, data = self.server, b"".join(blobs)
             while server.delivery.congested() and not self._stopping.is_set():
                 server.delivery.wait_for_writers(RETRY_PAUSE_S)
             count = server.delivery.broadcast(None, server.registry.boxes, [data])
-            self.deliveries += count * data.count(b"\n")
+            self.deliveries += count * chat
 
     def _lost(self, count: int, origin: str, link_stayed_up: bool) -> bytes:
         with self._lock:

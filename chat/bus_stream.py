@@ -24,6 +24,7 @@ CHAT: Final = "chat"
 NOTICE: Final = "notice"
 PRIVATE: Final = "private"
 BROADCAST_KINDS: Final = (CHAT.encode(), NOTICE.encode())
+_CHAT: Final = CHAT.encode()
 ENTRY_OVERHEAD_BYTES: Final = 128  # what an entry costs beyond its data, roughly
 
 Fields = dict[str, str | int | bytes]
@@ -90,9 +91,11 @@ class Outgoing:
 
 @dataclass(frozen=True, slots=True)
 class Broadcast:
-    """Lines for every local client."""
+    """Lines for every local client; `chat` of them are chat lines (what /stats
+    `deliveries_out` counts), the rest notices."""
 
     data: bytes
+    chat: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,6 @@ class Incoming:
             self.accepted += 1
             if kind in BROADCAST_KINDS:
                 if count:
-                    yield Broadcast(data)
+                    yield Broadcast(data, count if kind == _CHAT else 0)
             elif kind == PRIVATE.encode():
                 yield Private(fields.get(b"to", b"").decode(), data)

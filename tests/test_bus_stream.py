@@ -61,10 +61,10 @@ def test_a_receiver_skips_its_own_and_repeated_entries_and_counts_exactly_what_i
     # lost, e4 and e5 arrive.
     got = list(incoming.sort([e1, e1, *mine, e4, e5]))
     assert got == [
-        Broadcast(b"a: 1\n"),
+        Broadcast(b"a: 1\n", 1),
         Lost(3, "n1"),  # a: 2, a: 3 and a: 4: three lines, in two entries
         Private("bob", b"a (private): p\n"),
-        Broadcast(b"a: 5\n"),
+        Broadcast(b"a: 5\n", 1),
     ]
     assert list(incoming.sort([e2, e3])) == []  # older than what was seen: never delivered late
 
@@ -73,4 +73,4 @@ def test_the_first_entry_of_a_run_counts_no_gap() -> None:
     out = Outgoing("n1", "r1", 100, 1 << 20)
     for i in range(3):
         out.add("chat", f"a: {i}\n".encode(), 1)
-    assert list(Incoming("me").sort(wire(out.peek(10))[2:])) == [Broadcast(b"a: 2\n")]
+    assert list(Incoming("me").sort(wire(out.peek(10))[2:])) == [Broadcast(b"a: 2\n", 1)]
