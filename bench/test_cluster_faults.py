@@ -40,6 +40,23 @@ def paced_plans(seconds: float) -> list[SenderPlan]:
     return [SenderPlan(i, int(rate * seconds), rate_per_s=rate) for i in range(FAULT_SENDERS)]
 
 
+def drive_with_faults(benchmark, room, swarm, faults: Faults, seconds: float):
+    """The timed window: the paced plans for `seconds` while `faults` strike on their schedule;
+    returns the window and every process's CPU over it."""
+    window = Window()
+    swarm.begin_window()
+    cpu: dict[str, float] = {}
+
+    def run() -> None:
+        faults.start()
+        plans = paced_plans(seconds)
+        cpu.update(drive_room(window, room, swarm, plans, seconds + 60.0, 0.0, FAULT_IDLE_S))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    faults.join(30.0)
+    return window, cpu
+
+
 def seconds_between(later_ns: int | None, earlier_ns: int | None) -> float | None:
     if later_ns is None or earlier_ns is None:
         return None
@@ -66,18 +83,8 @@ def test_cluster_redis_restart(benchmark, rooms, clients, bus_buffer, quick):
     restart = RedisRestart(room.redis)
     steps = [(kill_at, "killed", lambda: killed(room, restart.kill))]
     faults = Faults([*steps, (back_at, "restarted", restart.restart)])
-    window = Window()
-    swarm.begin_window()
-    cpu: dict[str, float] = {}
-
-    def run() -> None:
-        faults.start()
-        plans = paced_plans(seconds)
-        cpu.update(drive_room(window, room, swarm, plans, seconds + 60.0, 0.0, FAULT_IDLE_S))
-
     benchmark.group = f"cluster redis-restart clients={clients} buffer={bus_buffer or 'default'}"
-    benchmark.pedantic(run, rounds=1, iterations=1)
-    faults.join(30.0)
+    window, cpu = drive_with_faults(benchmark, room, swarm, faults, seconds)
     if restart.restarted is not None:
         room.extra.append(restart.restarted)
         cpu["redis (restarted)"] = round(restart.restarted.cpu_s(), 3)  # all of it in the window
@@ -154,18 +161,8 @@ def test_cluster_node_kill(benchmark, rooms, clients, quick):
     probe = NameProbe(room.nodes[0].address, swarm.clients[1].name, NAME_PROBE_BOUND_S)
     steps = [(kill_at, "killed", lambda: killed(room, lambda: kill(dead)))]
     faults = Faults([*steps, (kill_at, "probing", probe.start)])
-    window = Window()
-    swarm.begin_window()
-    cpu: dict[str, float] = {}
-
-    def run() -> None:
-        faults.start()
-        plans = paced_plans(seconds)
-        cpu.update(drive_room(window, room, swarm, plans, seconds + 60.0, 0.0, FAULT_IDLE_S))
-
     benchmark.group = f"cluster node-kill clients={clients}"
-    benchmark.pedantic(run, rounds=1, iterations=1)
-    faults.join(30.0)
+    window, cpu = drive_with_faults(benchmark, room, swarm, faults, seconds)
     probe.join(NAME_PROBE_BOUND_S + 5.0)
     assert not faults.errors, faults.errors
     survivors = [c.index for c in swarm.clients if swarm.node_of(c.index) == 0]
