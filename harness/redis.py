@@ -49,14 +49,15 @@ def redis_command(binary: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def start_redis(port: int | None = None) -> ServerProcess:
-    """A fresh redis-server on 127.0.0.1 (`port`, or a free one), once it accepts connections."""
+def start_redis(port: int | None = None, *options: str) -> ServerProcess:
+    """A fresh redis-server on 127.0.0.1 (`port`, or a free one), once it accepts connections;
+    `options` go after ours (e.g. `--requirepass SECRET`)."""
     binary = redis_server_binary()
     if binary is None:
         raise RuntimeError(MISSING)
     port = port or free_port()
     ready = (REDIS_READY, ("127.0.0.1", port))
-    return start_process(redis_command(binary, port), label="redis", ready=ready)
+    return start_process([*redis_command(binary, port), *options], label="redis", ready=ready)
 
 
 def redis_url(server: ServerProcess, db: int = 0) -> str:

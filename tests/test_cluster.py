@@ -23,6 +23,7 @@ from conftest import Peer, ServerProcess
 from harness.cluster import Cluster, start_cluster
 from harness.ports import free_port
 from harness.process import start_chat_server
+from harness.redis import start_redis
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -219,8 +220,6 @@ BACK_WITHIN_S = 3.0  # the promise is about 2 s (reconnect backoff capped at 0.5
 
 def restart_redis(nodes: Cluster) -> float:
     """Start Redis again where it was; returns when it accepts connections (monotonic)."""
-    from harness.redis import start_redis
-
     nodes.redis = start_redis(nodes.redis.port)
     return time.monotonic()
 
@@ -330,14 +329,8 @@ def test_a_killed_nodes_users_are_announced_gone_and_their_names_freed() -> None
 
 
 def test_redis_refusing_at_start_is_one_line_and_exit_one() -> None:
-    from harness.process import start_process  # a Redis with a password: not start_redis's
-    from harness.redis import REDIS_READY, redis_command, redis_server_binary
-
-    binary = redis_server_binary()
-    assert binary is not None
-    port = free_port()
-    cmd = [*redis_command(binary, port), "--requirepass", "sesame"]
-    guarded = start_process(cmd, label="redis", ready=(REDIS_READY, ("127.0.0.1", port)))
+    guarded = start_redis(None, "--requirepass", "sesame")
+    port = guarded.port
     try:
         for url in (f"redis://127.0.0.1:{port}/0", f"redis://:wrong@127.0.0.1:{port}/0"):
             done = subprocess.run(
