@@ -152,9 +152,8 @@ class Bus:
             return
         server = self.server
         if server.room_size() <= server.config.notice_limit:
-            for member in server.registry.members:
-                if member.name is not None:
-                    self.publish(NOTICE, _notice(server.texts("left", name=member.name)), 1)
+            names = [member.name for member in server.registry.members if member.name is not None]
+            self._publish_notices([_notice(server.texts("left", name=name)) for name in names])
         entries = self.outgoing.peek(len(self.outgoing))
         try:
             client = _client(self._url, CLOSE_TIMEOUT_S)
@@ -257,6 +256,11 @@ class Bus:
         server = self.server
         line = _notice(server.texts(key, **fields))
         server.delivery.broadcast(None, server.registry.boxes, [line])
+
+    def _publish_notices(self, lines: list[bytes]) -> None:
+        """Notices for the other nodes as one event (one stream entry), not one per line."""
+        if lines:
+            self.publish(NOTICE, b"".join(lines), len(lines))
 
     # --- the publisher -------------------------------------------------------------------------
 
@@ -433,12 +437,13 @@ class Bus:
         server = self.server
         if self.named + len(gone) > server.config.notice_limit:
             return
-        for value in cast(list[bytes], gone):
-            line = _notice(
-                server.texts("left_node_gone", name=Holder.decode(value).display, node=node)
-            )
-            server.delivery.broadcast(None, server.registry.boxes, [line])
-            self.publish(NOTICE, line, 1)
+        lines = [
+            _notice(server.texts("left_node_gone", name=Holder.decode(value).display, node=node))
+            for value in cast(list[bytes], gone)
+        ]
+        if lines:
+            server.delivery.broadcast(None, server.registry.boxes, lines)
+            self._publish_notices(lines)
 
     def _down(self, exc: Exception) -> None:
         if self._stopping.is_set():
@@ -472,13 +477,15 @@ class Bus:
         """After a rejoin: cut local users whose name another node took while the link was
         down; if this node had been buried, tell the others its users are here after all."""
         server = self.server
+        back: list[bytes] = []
         for member in server.registry.members:
             if member.name is None:
                 continue
             if protocol.name_key(member.name) in lost:
                 server.cut_for_bus(member, server.texts("name_lost"))
             elif buried:
-                self.publish(NOTICE, _notice(server.texts("joined", name=member.name)), 1)
+                back.append(_notice(server.texts("joined", name=member.name)))
+        self._publish_notices(back)
 
 
 def _client(url: str, timeout_s: float, shared: bool = False) -> redis.Redis:
