@@ -6,8 +6,10 @@ sends cost), plus a fixed cost for every line it sends and a larger one for ever
 attempt. A chat message costs its size times the room; `/who` and `/help` their reply and a
 command's share; a rename its notice times the room. Over budget, the client's reader thread
 simply stops reading until the bucket has refilled: TCP's flow control pushes back on the flooder
-and nothing queues in the server for it, as IRC daemons' "fakelag" does. Pure arithmetic on a
-clock the caller passes in: no sockets, no threads.
+and nothing queues in the server for it, as IRC daemons' "fakelag" does. Within the budget a busy
+reader still rests as long as it worked once it has worked SLICE_S (below), so that no client
+holds the GIL from the others. Pure arithmetic on a clock the caller passes in: no sockets, no
+threads.
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ COMMAND_COST_BYTES: Final = 128 * 1024
 # room of 50, a tenth of what the server can deliver on 2 cores.
 FLOOD_RATE_BYTES_PER_S: Final = 8 * 1024 * 1024
 FLOOD_BURST_BYTES: Final = 64 * 1024 * 1024
+# A fair share of the GIL within the budget. CPython takes the GIL from a busy thread only once a
+# switch interval (50 ms here, chat/cli.py), and a thread that gets it back after every recv or
+# send can keep it much longer. A client spending its burst at wire speed (64 KiB reads of short
+# lines, milliseconds of Python each) kept every other thread waiting at each step of a message:
+# 50-110 ms of latency for everyone else in the room. So a reader thread that has worked more
+# than SLICE_S (its own CPU time) on one client's lines since it last rested or waited for more
+# rests as long as it worked: no client gets more than half the server, and the others get the
+# GIL between its slices. A person typing or a paced sender waits for its next line long before.
+SLICE_S: Final = 0.0005
+SLICE_LINES: Final = 64  # chat lines of one read handled between two looks at the clock
 
 
 def delivery_cost(payload_bytes: int, recipients: int, lines: int = 1) -> int:

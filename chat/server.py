@@ -208,6 +208,7 @@ class ChatServer:
             "bytes_out": self.delivery.bytes_out(),
             "slow_consumers": self._slow_consumers,
             "throttled": totals["throttled"],
+            "rested": totals["rested"],
             **self.delivery.counters(),
             "uptime_s": round(time.monotonic() - self._started, 1),
         }

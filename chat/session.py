@@ -22,6 +22,8 @@ from chat.flood import (
     COMMAND_COST_BYTES,
     LINE_COST_BYTES,
     LINE_IN_COST_BYTES,
+    SLICE_LINES,
+    SLICE_S,
     FloodBudget,
     delivery_cost,
 )
@@ -38,7 +40,7 @@ RECV_BYTES: Final = 65_536
 THROTTLE_CHECK_S: Final = 0.25  # a throttled reader looks up this often to see whether it was cut
 WELCOME_NAMES: Final = 20
 WHO_LINE_BYTES: Final = 1000  # a /who line, "* " included, newline not
-COUNTERS: Final = ("messages_in", "bytes_in", "deliveries_out", "throttled")
+COUNTERS: Final = ("messages_in", "bytes_in", "deliveries_out", "throttled", "rested")
 
 
 class Session:
@@ -74,6 +76,8 @@ class Session:
         self.bytes_in = 0
         self.deliveries_out = 0
         self.throttled = 0  # times its reader stopped reading because it was over budget
+        self.rested = 0  # times its reader rested after working SLICE_S on its lines (flood.py)
+        self.worked_since = 0.0  # its thread's CPU time when it last rested or waited to read
         self.ended = False  # _finish has run
         self.left_room: bool | None = None  # whether _leave_room took a name off the registry
 
@@ -121,14 +125,17 @@ class Session:
 
     def _chat(self) -> None:
         stopping = self.server.stopping
+        self.worked_since = time.thread_time()
         while (lines := self._read()) is not None:
             if stopping.is_set():  # shutting down: what it sends now would follow the goodbye
                 return
             if not (self._handle_lines(lines) and self._pay()):
                 return
+            self._rest()
 
     def _read(self) -> list[bytes | LineTooLong] | None:
         """The lines of one read; None when the client closed (or was shut down)."""
+        asked = time.perf_counter()
         while True:
             try:
                 data = self.sock.recv(RECV_BYTES)
@@ -136,6 +143,8 @@ class Session:
             except BlockingIOError:  # quiet a while: wait in the reaper's selector (parking.py)
                 if not self.server.parking.park(self.raw, self._finish, self._leave_room):
                     return None
+        if time.perf_counter() - asked > SLICE_S:  # it waited: a new slice of work begins
+            self.worked_since = time.thread_time()
         if not data:
             return None
         self.bytes_in += len(data)
@@ -252,6 +261,10 @@ class Session:
                     if not self._pay():
                         return False
                     allowance = self._allowance()
+                elif len(batch) % SLICE_LINES == 0 and self._busy():
+                    self._broadcast(batch)
+                    batch = []
+                    self._rest()
                 continue
             if parsed is None:
                 continue
@@ -269,6 +282,20 @@ class Session:
                 return False
         self._broadcast(batch)
         return True
+
+    def _busy(self) -> bool:
+        """Has this thread worked more than SLICE_S on the client's lines since it last rested
+        or waited for them?"""
+        return time.thread_time() - self.worked_since > SLICE_S
+
+    def _rest(self) -> None:
+        """Busy: sleep as long as it worked, so that the other threads get the GIL (flood.py).
+        Nothing is held meanwhile; what the client sends waits in the kernel."""
+        worked = time.thread_time() - self.worked_since
+        if worked > SLICE_S:
+            self.rested += 1
+            time.sleep(worked)
+            self.worked_since = time.thread_time()
 
     def _allowance(self) -> float:
         """What this client may still cause before it must wait: its budget left, less what it

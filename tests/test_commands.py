@@ -94,7 +94,7 @@ def test_stats_counts_messages_and_deliveries(server):
     stats = parse_stats(parse_server_line(line).text)
     assert list(stats) == [
         "clients", "connections", "messages_in", "bytes_in", "deliveries_out", "bytes_out",
-        "slow_consumers", "throttled", "queued_bytes", "stalled_clients", "evicted",
+        "slow_consumers", "throttled", "rested", "queued_bytes", "stalled_clients", "evicted",
         "cut_hard_limit", "cut_write_deadline", "uptime_s",
     ]  # fmt: skip
     assert stats["clients"] == 3
@@ -103,6 +103,7 @@ def test_stats_counts_messages_and_deliveries(server):
     assert stats["deliveries_out"] == 4
     assert stats["slow_consumers"] == 0
     assert stats["throttled"] == 0
+    assert stats["rested"] == 0  # a few lines never keep a reader busy for its slice
     for counter in ("stalled_clients", "evicted", "cut_hard_limit", "cut_write_deadline"):
         assert stats[counter] == 0, counter
     assert settled(lambda: server.stats()["queued_bytes"]) == 0  # freed as each send returns

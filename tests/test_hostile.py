@@ -96,6 +96,28 @@ def test_a_flooder_is_held_at_its_budget_while_others_chat_and_nothing_is_lost()
         assert stats_of(bob)["slow_consumers"] == 0
 
 
+def test_a_burst_inside_the_budget_shares_the_server_with_everyone_else():
+    lines = 20_000  # about 110 kB and 8 MB of budget: inside the default burst, never throttled
+    with running() as srv:
+        alice, bob = room(srv, "alice", "bob")
+        burster = Peer(srv.address, "burster", source=ATTACKER)
+        alice.expect_line("* burster joined the chat")
+        bob.expect_line("* burster joined the chat")
+        burster.send_raw(b"".join(b"%d\n" % i for i in range(lines)))
+        bob.expect_line("burster: 0")
+        alice.send("still here")
+        got = [bob.expect(lambda x: True, timeout_s=20) for _ in range(lines)]
+        numbers = [int(x.split()[1]) for x in got if x.startswith("burster: ")]
+        assert numbers == list(range(1, lines))  # every line, once, in order
+        assert "alice: still here" in got
+        stats = srv.stats()
+        # Its reader worked through 64 kB reads of 5-byte lines: it rested between slices
+        # (chat/flood.py SLICE_S) without ever being over its budget.
+        assert stats["rested"] >= 1, stats
+        assert stats["throttled"] == 0, stats
+        assert burster.barrier() == ["alice: still here"]  # still connected, never told off
+
+
 def test_expensive_commands_are_paced_by_the_same_budget():
     # A command a second, four at once: a person never notices, a script is held.
     with running(flood_rate=COMMAND_COST_BYTES, flood_burst=4 * COMMAND_COST_BYTES) as srv:
