@@ -285,14 +285,14 @@ class Session:
 
     def _busy(self) -> bool:
         """Has this thread worked more than SLICE_S on the client's lines since it last rested
-        or waited for them?"""
-        return time.thread_time() - self.worked_since > SLICE_S
+        or waited for them? Never with flood control off (--flood-rate 0)."""
+        return self.budget.rate > 0 and time.thread_time() - self.worked_since > SLICE_S
 
     def _rest(self) -> None:
         """Busy: sleep as long as it worked, so that the other threads get the GIL (flood.py).
         Nothing is held meanwhile; what the client sends waits in the kernel."""
         worked = time.thread_time() - self.worked_since
-        if worked > SLICE_S:
+        if worked > SLICE_S and self.budget.rate > 0:
             self.rested += 1
             time.sleep(worked)
             self.worked_since = time.thread_time()

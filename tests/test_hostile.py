@@ -148,7 +148,9 @@ def test_flood_control_can_be_turned_off():
         bob.expect_line("alice: " + "x" * 1000)
         for i in range(20_000):
             assert bob.expect(lambda x: True) == f"alice: {i}"
-        assert stats_of(bob)["throttled"] == 0
+        stats = stats_of(bob)
+        assert stats["throttled"] == 0
+        assert stats["rested"] == 0  # off means off: alice's reader never rested either
 
 
 # --- names and text that cannot impersonate ----------------------------------------------------
