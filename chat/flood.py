@@ -7,7 +7,7 @@ attempt. A chat message costs its size times the room; `/who` and `/help` their 
 command's share; a rename its notice times the room. Over budget, the client's reader thread
 simply stops reading until the bucket has refilled: TCP's flow control pushes back on the flooder
 and nothing queues in the server for it, as IRC daemons' "fakelag" does. Within the budget a busy
-reader still rests as long as it worked once it has worked SLICE_S (below), so that no client
+reader still rests once it has worked about twice SLICE_S (below) without a pause, so that no client
 holds the GIL from the others. Pure arithmetic on a clock the caller passes in: no sockets, no
 threads.
 """
@@ -36,10 +36,11 @@ FLOOD_BURST_BYTES: Final = 64 * 1024 * 1024
 # switch interval (50 ms here, chat/cli.py), and a thread that gets it back after every recv or
 # send can keep it much longer. A client spending its burst at wire speed (64 KiB reads of short
 # lines, milliseconds of Python each) kept every other thread waiting at each step of a message:
-# 50-110 ms of latency for everyone else in the room. So a reader thread that has worked more
-# than SLICE_S (its own CPU time) on one client's lines since it last rested or waited for more
-# rests as long as it worked: no client gets more than half the server, and the others get the
-# GIL between its slices. A person typing or a paced sender waits for its next line long before.
+# 50-110 ms of latency for everyone else in the room. So a reader thread that has worked on one
+# client's lines for SLICE_S without waiting for more, and then for SLICE_S of its own CPU time
+# (a thread that only waited for the GIL is not busy), rests as long as that stretch lasted: no
+# client gets much more than half the server, and the others get the GIL between its stretches.
+# A person typing or a paced sender waits for its next line long before.
 SLICE_S: Final = 0.0005
 SLICE_LINES: Final = 64  # chat lines of one read handled between two looks at the clock
 

@@ -77,7 +77,8 @@ class Session:
         self.deliveries_out = 0
         self.throttled = 0  # times its reader stopped reading because it was over budget
         self.rested = 0  # times its reader rested after working SLICE_S on its lines (flood.py)
-        self.worked_since = 0.0  # its thread's CPU time when it last rested or waited to read
+        self.working_since = 0.0  # when its thread last rested or waited to read (perf_counter)
+        self.cpu_since: float | None = None  # its CPU time once working SLICE_S (thread_time)
         self.ended = False  # _finish has run
         self.left_room: bool | None = None  # whether _leave_room took a name off the registry
 
@@ -125,7 +126,7 @@ class Session:
 
     def _chat(self) -> None:
         stopping = self.server.stopping
-        self.worked_since = time.thread_time()
+        self.working_since = time.perf_counter()
         while (lines := self._read()) is not None:
             if stopping.is_set():  # shutting down: what it sends now would follow the goodbye
                 return
@@ -143,10 +144,11 @@ class Session:
             except BlockingIOError:  # quiet a while: wait in the reaper's selector (parking.py)
                 if not self.server.parking.park(self.raw, self._finish, self._leave_room):
                     return None
-        if time.perf_counter() - asked > SLICE_S:  # it waited: a new slice of work begins
-            self.worked_since = time.thread_time()
         if not data:
             return None
+        now = time.perf_counter()
+        if now - asked > SLICE_S:  # it waited: a new stretch of work begins
+            self.working_since, self.cpu_since = now, None
         self.bytes_in += len(data)
         lines = self.decoder.feed(data)
         self.cost += LINE_IN_COST_BYTES * len(lines)
@@ -284,18 +286,25 @@ class Session:
         return True
 
     def _busy(self) -> bool:
-        """Has this thread worked more than SLICE_S on the client's lines since it last rested
-        or waited for them? Never with flood control off (--flood-rate 0)."""
-        return self.budget.rate > 0 and time.thread_time() - self.worked_since > SLICE_S
+        """Has this thread worked on the client's lines, without waiting for more, for SLICE_S
+        and then SLICE_S of its own CPU time? The clock a thread reads its CPU time from costs a
+        system call, so it is read only once a stretch has lasted SLICE_S. Never with flood
+        control off (--flood-rate 0)."""
+        if self.budget.rate <= 0:
+            return False
+        if self.cpu_since is None:
+            if time.perf_counter() - self.working_since > SLICE_S:
+                self.cpu_since = time.thread_time()
+            return False
+        return time.thread_time() - self.cpu_since > SLICE_S
 
     def _rest(self) -> None:
-        """Busy: sleep as long as it worked, so that the other threads get the GIL (flood.py).
-        Nothing is held meanwhile; what the client sends waits in the kernel."""
-        worked = time.thread_time() - self.worked_since
-        if worked > SLICE_S and self.budget.rate > 0:
+        """Busy: sleep as long as the stretch lasted, so that the other threads get the GIL
+        (flood.py). Nothing is held meanwhile; what the client sends waits in the kernel."""
+        if self._busy():
             self.rested += 1
-            time.sleep(worked)
-            self.worked_since = time.thread_time()
+            time.sleep(time.perf_counter() - self.working_since)
+            self.working_since, self.cpu_since = time.perf_counter(), None
 
     def _allowance(self) -> float:
         """What this client may still cause before it must wait: its budget left, less what it
