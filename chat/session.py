@@ -132,7 +132,8 @@ class Session:
                 return
             if not (self._handle_lines(lines) and self._pay()):
                 return
-            self._rest()
+            if self._busy():
+                self._rest()
 
     def _read(self) -> list[bytes | LineTooLong] | None:
         """The lines of one read; None when the client closed (or was shut down)."""
@@ -299,12 +300,11 @@ class Session:
         return time.thread_time() - self.cpu_since > SLICE_S
 
     def _rest(self) -> None:
-        """Busy: sleep as long as the stretch lasted, so that the other threads get the GIL
-        (flood.py). Nothing is held meanwhile; what the client sends waits in the kernel."""
-        if self._busy():
-            self.rested += 1
-            time.sleep(time.perf_counter() - self.working_since)
-            self.working_since, self.cpu_since = time.perf_counter(), None
+        """Once `_busy`: sleep as long as the stretch lasted, so that the other threads get the
+        GIL (flood.py). Nothing is held meanwhile; what the client sends waits in the kernel."""
+        self.rested += 1
+        time.sleep(time.perf_counter() - self.working_since)
+        self.working_since, self.cpu_since = time.perf_counter(), None
 
     def _allowance(self) -> float:
         """What this client may still cause before it must wait: its budget left, less what it
