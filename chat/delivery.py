@@ -42,6 +42,7 @@ from chat.outbox import (
     MAX_QUEUED_TOTAL_BYTES,
     OPEN,
     RETIRE_LINGER_S,
+    STALLED,
     TRANSITIONS,
     WRITE_DEADLINE_S,
     BoxState,
@@ -50,7 +51,6 @@ from chat.outbox import (
     Ledger,
     Outbox,
     QueuedOutbox,
-    S,
     Stream,
     owes,
 )
@@ -221,7 +221,7 @@ class QueuedDelivery:
             if excess <= 0:
                 return
             holders = [box for box in boxes if box.state in OPEN and box.cost > 0]
-            holders.sort(key=lambda box: (box.state is S.STALLED, box.cost), reverse=True)
+            holders.sort(key=lambda box: (box.state is STALLED, box.cost), reverse=True)
             for box in holders:
                 if excess <= 0:
                     break

@@ -21,12 +21,19 @@ from typing import cast
 
 from chat.outbox import (
     CHUNK_OVERHEAD_BYTES,
+    CLOSED,
+    CLOSING,
+    DEAD,
+    IDLE,
+    KILLING,
     OPEN,
+    READY,
+    RETIRING,
     SEND_FLAGS,
+    STALLED,
     CutReason,
     Ledger,
     QueuedOutbox,
-    S,
     Stream,
     closed,
     drop_all,
@@ -56,6 +63,10 @@ class Flush(enum.Enum):
     GONE = "gone"  # the peer is gone
 
 
+# As module names, for the same reason as chat.outbox's states: one of these is read per send.
+DRAINED, SHORT, MORE, GONE = Flush.DRAINED, Flush.SHORT, Flush.MORE, Flush.GONE
+
+
 class WriterLoop:
     """A thread that writes queued bytes to its clients with non-blocking sends. It alone sends,
     shuts down and closes its boxes' sockets, and it enforces the write deadline."""
@@ -81,7 +92,9 @@ class WriterLoop:
         self._stall_clock: OrderedDict[QueuedOutbox, float] = OrderedDict()
         self.stalled_bytes = 0  # what its stalled boxes hold, as of _counted_at
         self._counted_at = 0.0
+        self._watched = 0  # sockets in the selector besides the wake pipe
         self.bytes_out = 0
+        self._freed = 0  # cost freed by sends since the ledger was last told (_settle_freed)
         self.thread = threading.Thread(target=self._run, name=f"writer-{index}", daemon=True)
 
     def schedule(self, box: QueuedOutbox) -> None:
@@ -111,15 +124,19 @@ class WriterLoop:
             # boxes and expired deadlines had their turn, so a busy loop never starves them.
             for _ in range(len(ready)):
                 box = ready.popleft()
-                if box.state is S.RETIRING or box.state is S.CLOSING:
+                if box.state is RETIRING or box.state is CLOSING:
                     endings.append(box)  # after the clients still reading, a few a pass
                 else:
                     self._service(box)
             for _ in range(min(ENDINGS_PER_PASS, len(endings))):
                 self._service(endings.popleft())
+            self._settle_freed()
             if ready or endings:
                 self._count_stalled(time.monotonic() - STALLED_RECOUNT_S)
-                events = self._selector.select(0.0)
+                # Busy: ask the selector only when it watches a socket. The call releases the
+                # GIL, and getting it back means waiting behind every reader thread that wants
+                # it: once a pass for nothing was a writer's slowest step under load.
+                events = self._selector.select(0.0) if self._watched else ()
             else:
                 self._count_stalled(math.inf)  # about to sleep: the figure must be right now
                 self._sleeping = True
@@ -180,10 +197,10 @@ class WriterLoop:
             if since > started_by:
                 break
             del clock[box]
-            if box.state is S.STALLED:
+            if box.state is STALLED:
                 box.cut(CutReason.WRITE_DEADLINE)
         for box in [b for b in self._retiring if b.retire_at <= now]:
-            if box.state is S.DEAD:  # its last line had its chance: hang up for good
+            if box.state is DEAD:  # its last line had its chance: hang up for good
                 box.last_line = b""
                 self._retiring.discard(box)
                 self._unwatch(box)
@@ -194,15 +211,15 @@ class WriterLoop:
     def _service(self, box: QueuedOutbox) -> None:
         state = box.state
         try:
-            if state is S.READY or state is S.STALLED:
+            if state is READY or state is STALLED:
                 self._serve_open(box)
-            elif state is S.RETIRING:
+            elif state is RETIRING:
                 self._serve_retiring(box)
-            elif state is S.KILLING:
+            elif state is KILLING:
                 self._hang_up(box)
-            elif state is S.CLOSING:
+            elif state is CLOSING:
                 self._close(box)
-            elif state is S.DEAD and box.last_line and self._tail_sent(box):
+            elif state is DEAD and box.last_line and self._tail_sent(box):
                 self._retiring.discard(box)
                 hang_up(box.sock, b"")
             # IDLE, CLOSED (and DEAD with nothing owed): a stale wake-up, nothing to do
@@ -211,28 +228,30 @@ class WriterLoop:
 
     def _serve_open(self, box: QueuedOutbox) -> None:
         outcome, progress = self._flush(box)
-        if outcome is Flush.SHORT:
+        if outcome is SHORT:
             self._stall(box, progress)
             return
-        if outcome is Flush.GONE:
+        if outcome is GONE:
             self._gone(box)
             return
-        with box.lock:
-            if box.state is S.STALLED:
-                box.to(S.READY if outcome is Flush.MORE else S.IDLE)
+        if box.state is STALLED:  # only this loop stalls a box: read otherwise, it is not stalled
+            with box.lock:
+                if box.state is STALLED:
+                    box.to(READY if outcome is MORE else IDLE)
         self._unwatch(box)
-        self._stall_clock.pop(box, None)
-        if outcome is Flush.MORE:
+        if self._stall_clock:
+            self._stall_clock.pop(box, None)
+        if outcome is MORE:
             self._ready.append(box)  # more to send: come back after the other clients
 
     def _stall(self, box: QueuedOutbox, progress: bool) -> None:
         """The kernel refused bytes: wait for writability; (re)start the stall clock."""
         with box.lock:
-            if box.state is S.READY:
-                box.to(S.STALLED)
+            if box.state is READY:
+                box.to(STALLED)
                 box.stall_floor = box.cost  # what is queued now is the writers' lag, not its fault
                 progress = True
-            elif box.state is not S.STALLED:
+            elif box.state is not STALLED:
                 return  # killed or retired meanwhile, and scheduled for that
         if progress or box not in self._stall_clock:
             self._stall_clock[box] = time.monotonic()
@@ -244,9 +263,9 @@ class WriterLoop:
             self._retiring.add(box)
             self._stall_clock.pop(box, None)  # the retire linger is shorter than any deadline
         outcome, _ = self._flush(box)
-        if outcome is Flush.DRAINED or outcome is Flush.GONE:
+        if outcome is DRAINED or outcome is GONE:
             self._close(box)
-        elif outcome is Flush.SHORT:
+        elif outcome is SHORT:
             self._watch(box)
         else:
             self._unwatch(box)
@@ -254,55 +273,59 @@ class WriterLoop:
 
     def _flush(self, box: QueuedOutbox) -> tuple[Flush, bool]:
         """Send what is queued for `box`, at most FLUSH_ROUNDS sends; also whether the kernel
-        took any byte. An open box found empty goes IDLE in the same critical section."""
-        freed = 0
+        took any byte. An open box found empty goes IDLE in the same critical section. What the
+        sends free is counted in `_freed`, for the ledger once per pass."""
         progress = False
-        try:
-            for _ in range(FLUSH_ROUNDS):
-                data = box.leftover
+        for _ in range(FLUSH_ROUNDS):
+            data = box.leftover
+            if data is None:
+                with box.lock:
+                    data, merged = take(box)
+                self._freed += merged
                 if data is None:
+                    return DRAINED, progress
+            try:
+                sent = box.sock.send(data, SEND_FLAGS)
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # the peer is gone; its reader thread sees that and retires it
+                box.leftover = data
+                return GONE, progress
+            self.bytes_out += sent
+            if sent < len(data):
+                box.leftover = memoryview(data)[sent:]
+                if sent:
+                    progress = True
+                    self._freed += sent
                     with box.lock:
-                        data, merged = take(box)
-                    freed += merged
-                    if data is None:
-                        return Flush.DRAINED, progress
-                try:
-                    sent = box.sock.send(data, SEND_FLAGS)
-                except BlockingIOError:
-                    sent = 0
-                except OSError:  # the peer is gone; its reader thread sees that and retires it
-                    box.leftover = data
-                    return Flush.GONE, progress
-                self.bytes_out += sent
-                if sent < len(data):
-                    box.leftover = memoryview(data)[sent:]
-                    if sent:
-                        progress = True
-                        freed += sent
-                        with box.lock:
-                            box.cost -= sent
-                            box.stall_floor = min(box.stall_floor, box.cost)
-                    return Flush.SHORT, progress
-                progress = True
-                box.leftover = None
-                freed += sent + CHUNK_OVERHEAD_BYTES
-                with box.lock:  # one lock round-trip per completed send
-                    box.cost -= sent + CHUNK_OVERHEAD_BYTES
-                    box.stall_floor = min(box.stall_floor, box.cost)
-                    if not box.chunks:
-                        settle_idle(box)
-                        return Flush.DRAINED, progress
-            return Flush.MORE, progress
-        finally:
-            if freed:
-                self.ledger.add(-freed)
+                        box.cost -= sent
+                        box.stall_floor = min(box.stall_floor, box.cost)
+                return SHORT, progress
+            progress = True
+            box.leftover = None
+            freed = sent + CHUNK_OVERHEAD_BYTES
+            self._freed += freed
+            with box.lock:  # one lock round-trip per completed send
+                box.cost -= freed
+                if box.state is STALLED and box.cost < box.stall_floor:
+                    box.stall_floor = box.cost
+                if not box.chunks:
+                    settle_idle(box)
+                    return DRAINED, progress
+        return MORE, progress
+
+    def _settle_freed(self) -> None:
+        """Tell the ledger what this pass's sends freed: one locked update, not one per send."""
+        if self._freed:
+            freed, self._freed = self._freed, 0
+            self.ledger.add(-freed)
 
     def _gone(self, box: QueuedOutbox) -> None:
         """The peer is gone: drop everything and shut down, which wakes its reader thread."""
         with box.lock:
             if box.state not in OPEN:
                 return  # killed or retired meanwhile, and scheduled for that
-            box.to(S.DEAD)
+            box.to(DEAD)
             freed = drop_all(box)
         self._forget(box)
         self.ledger.add(-freed)
@@ -312,9 +335,9 @@ class WriterLoop:
         """KILLING -> DEAD: the rest of the line in flight and the last line (waiting up to
         KILL_LINGER_S for room), then shutdown; the reader thread is woken at once either way."""
         with box.lock:
-            if box.state is not S.KILLING:
+            if box.state is not KILLING:
                 return
-            box.to(S.DEAD)
+            box.to(DEAD)
             freed = drop_all(box)
             box.last_line = _own_line(committed_tail(box.sock, box.leftover), box.last_line)
             box.retire_at = time.monotonic() + KILL_LINGER_S
@@ -348,7 +371,7 @@ class WriterLoop:
 
     def _close(self, box: QueuedOutbox) -> None:
         """RETIRING or CLOSING -> CLOSED: the last line if one is still owed, then close."""
-        if box.state is S.CLOSED:
+        if box.state is CLOSED:
             return
         if box.leftover is not None:  # cut while retiring: finish the line in flight first
             with box.lock:
@@ -359,7 +382,7 @@ class WriterLoop:
         with box.lock:
             if closed(box):  # closed by another path while the last line went out
                 return
-            box.to(S.CLOSED)
+            box.to(CLOSED)
             freed = drop_all(box)
         self._forget(box)
         self._retiring.discard(box)
@@ -381,11 +404,13 @@ class WriterLoop:
         if not box.registered:
             self._selector.register(box.sock, selectors.EVENT_WRITE, box)
             box.registered = True
+            self._watched += 1
 
     def _unwatch(self, box: QueuedOutbox) -> None:
         if box.registered:
             self._selector.unregister(box.sock)
             box.registered = False
+            self._watched -= 1
 
 
 def hang_up(sock: Stream, last_line: bytes) -> None:
