@@ -325,14 +325,20 @@ def take(box: QueuedOutbox) -> tuple[bytes | None, int]:
     if not chunks:
         settle_idle(box)
         return None, 0
-    if len(chunks) == 1:
+    count = len(chunks)
+    if count == 1:
         box.chunks = []
         return chunks[0], 0
-    size = count = 0
-    while count < len(chunks) and size < MAX_SEND_BYTES:
-        size += len(chunks[count])
-        count += 1
-    box.chunks = chunks[count:]
+    if box.cost <= MAX_SEND_BYTES:  # all of it fits (cost >= payload): no count per chunk
+        box.chunks = []
+        data = b"".join(chunks)
+    else:
+        size = count = 0
+        while count < len(chunks) and size < MAX_SEND_BYTES:
+            size += len(chunks[count])
+            count += 1
+        box.chunks = chunks[count:]
+        data = b"".join(chunks[:count])
     merged = CHUNK_OVERHEAD_BYTES * (count - 1)  # the join is one object, counted once
     box.cost -= merged
-    return b"".join(chunks[:count]), merged
+    return data, merged
