@@ -126,7 +126,8 @@ class Ledger:
     """All queued bytes (real cost) against one budget, shared by every writer loop.
 
     Each box's own cost is exact under its lock; the total moves once per send, per broadcast and
-    per flush (not per recipient), under one short lock, so accounting costs nothing noticeable.
+    per writer pass (not per recipient), under one short lock, so accounting costs nothing
+    noticeable. It may run ahead of the boxes by what one writer pass freed.
     """
 
     def __init__(self, limit: int) -> None:
