@@ -190,7 +190,19 @@ THROUGHPUT_CASES = (
         True,
     ),
 )
+
+
+def hotpath_table(rows: Rows) -> str:
+    """bench/test_hotpath.py: QueuedDelivery alone, in one process, no swarm beside it."""
+    lines = ["| outboxes | deliveries | CPU us per delivery |", "|---|---|---|"]
+    for row in sorted(rows, key=lambda r: r["clients"]):
+        cells = [row["clients"], row.get("deliveries"), row.get("server_cpu_s_per_million")]
+        lines.append("| " + " | ".join(fmt(cell) for cell in cells) + " |")
+    return "\n".join(lines)
+
+
 OTHER_CASES = (
+    ("hotpath", "Delivery hot path: single-line broadcasts, in one process", hotpath_table),
     ("server-stall", "Server stopped for 200 ms: corrected vs uncorrected", server_stall_table),
     ("stall", "One stalled reader while 10 senders burst 1 kB lines", stall_table),
     ("capacity", "Capacity: idle clients joined, then one broadcast", capacity_table),

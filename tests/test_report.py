@@ -245,3 +245,12 @@ def test_end_to_end_writes_the_report_and_five_plots_and_the_clusters(
     text = (tmp_path / "REPORT.md").read_text()
     assert all(f"![{Path(name).stem}]({name})" in text for name in plots)
     assert "wrote" in capsys.readouterr().err
+
+
+def test_the_hot_path_case_has_a_table_of_its_own(tmp_path):
+    hotpath = entry("hotpath", "threaded", 100, deliveries=300_000, server_cpu_s_per_million=6.1)
+    rows = [*all_met(), hotpath]
+    assert run(tmp_path, rows) == 0
+    text = (tmp_path / "REPORT.md").read_text()
+    section = text.split("## Delivery hot path", 1)[1].split("\n## ", 1)[0]
+    assert "| 100 | 300,000 | 6.1 |" in section
