@@ -92,7 +92,6 @@ class WriterLoop:
         self._stall_clock: OrderedDict[QueuedOutbox, float] = OrderedDict()
         self.stalled_bytes = 0  # what its stalled boxes hold, as of _counted_at
         self._counted_at = 0.0
-        self._watched = 0  # sockets in the selector besides the wake pipe
         self.bytes_out = 0
         self._freed = 0  # cost freed by sends since the ledger was last told (_settle_freed)
         self.thread = threading.Thread(target=self._run, name=f"writer-{index}", daemon=True)
@@ -136,7 +135,8 @@ class WriterLoop:
                 # Busy: ask the selector only when it watches a socket. The call releases the
                 # GIL, and getting it back means waiting behind every reader thread that wants
                 # it: once a pass for nothing was a writer's slowest step under load.
-                events = self._selector.select(0.0) if self._watched else ()
+                watching = len(self._selector.get_map()) > 1  # the wake pipe is always in it
+                events = self._selector.select(0.0) if watching else ()
             else:
                 self._count_stalled(math.inf)  # about to sleep: the figure must be right now
                 self._sleeping = True
@@ -404,13 +404,11 @@ class WriterLoop:
         if not box.registered:
             self._selector.register(box.sock, selectors.EVENT_WRITE, box)
             box.registered = True
-            self._watched += 1
 
     def _unwatch(self, box: QueuedOutbox) -> None:
         if box.registered:
             self._selector.unregister(box.sock)
             box.registered = False
-            self._watched -= 1
 
 
 def hang_up(sock: Stream, last_line: bytes) -> None:
